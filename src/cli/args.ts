@@ -1,0 +1,47 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** A mistake in how a command was called: exit status 2 and a pointer to --help. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const satisfies Options;
+
+export const CONFIG_OPTION = { config: { type: 'string', short: 'c' } } as const satisfies Options;
+
+type Values<O extends Options> = {
+  [K in keyof O]?: O[K] extends { type: 'boolean' }
+    ? O[K] extends { multiple: true } ? boolean[] : boolean
+    : O[K] extends { multiple: true } ? string[] : string;
+} & { help?: boolean };
+
+export function parseCommand<O extends Options>(argv: string[], options: O, positionals: { min: number; max: number; names: string }): { values: Values<O>; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...options, ...HELP_OPTION }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
+  }
+  const values = parsed.values as Values<O>;
+  const pos = parsed.positionals;
+  if (!values.help) {
+    if (pos.length < positionals.min) throw new UsageError(`missing ${positionals.names}`);
+    if (pos.length > positionals.max) throw new UsageError(`unexpected argument ${JSON.stringify(pos[positionals.max])}`);
+  }
+  return { values, positionals: pos };
+}
+
+export const DEFAULT_CONFIG = '/etc/cidlock/cidlock.yaml';
+
+export function configPath(value: unknown): string {
+  if (typeof value === 'string' && value !== '') return value;
+  return process.env.CIDLOCK_CONFIG || DEFAULT_CONFIG;
+}
+
+export function userArg(value: string | undefined): string {
+  const u = (value ?? '').trim().toLowerCase();
+  if (u === '' || /[\s\x00-\x1f\x7f"]/.test(u) || u.length > 320) throw new UsageError(`not a login name: ${JSON.stringify(value ?? '')}`);
+  return u;
+}

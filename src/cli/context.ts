@@ -1,0 +1,45 @@
+import { readFileSync } from 'node:fs';
+import { loadRulesFile } from '../core/rules/load.js';
+import { formatRulesIssue, type Rules } from '../core/rules/types.js';
+import { fileStore } from '../core/registry/file-store.js';
+import { openRegistry, type Registry } from '../core/registry/registry.js';
+
+/** Output streams, injectable so commands can be run in-process by tests if needed. */
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const stdio: Io = {
+  out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
+  err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+};
+
+/** A failure already explained to the user; carries the exit status. */
+export class ExitError extends Error {
+  constructor(readonly status: number, message = '') {
+    super(message);
+  }
+}
+
+export function loadRulesOrExit(file: string, io: Io, status = 2): Rules {
+  const r = loadRulesFile(file);
+  for (const w of r.warnings) io.err(`warning: ${formatRulesIssue(w)}`);
+  if (!r.ok) {
+    for (const e of r.errors) io.err(formatRulesIssue(e));
+    io.err(`cidlock: ${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in ${file}; nothing was changed`);
+    throw new ExitError(status);
+  }
+  return r.rules;
+}
+
+export function openRegistryFor(rules: Rules, create: boolean): Registry {
+  return openRegistry(fileStore(rules.stateDir), { create });
+}
+
+/** Reads a file argument, "-" meaning standard input. */
+export function readInput(path: string, maxBytes = 64 * 1024 * 1024): string {
+  const buf = readFileSync(path === '-' ? 0 : path);
+  if (buf.length > maxBytes) throw new ExitError(2, `${path}: larger than ${maxBytes} bytes`);
+  return buf.toString('utf8');
+}

@@ -1,0 +1,51 @@
+import { RegistryError } from '../core/registry/types.js';
+import { UsageError } from './args.js';
+import { checkCommand } from './commands/check.js';
+import { devicesCommand } from './commands/devices.js';
+import { serveCommand } from './commands/serve.js';
+import { testCommand } from './commands/test.js';
+import { usersCommand } from './commands/users.js';
+import { ExitError, stdio, type Io } from './context.js';
+import { HELP } from './help.js';
+
+const COMMANDS: Record<string, (argv: string[], io: Io) => number | Promise<number>> = {
+  serve: serveCommand,
+  check: checkCommand,
+  test: testCommand,
+  users: usersCommand,
+  devices: devicesCommand,
+};
+
+export async function main(argv: string[], io: Io = stdio): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h') return io.out(HELP.main!), cmd === undefined ? 2 : 0;
+  if (cmd === 'help') {
+    const topic = rest[0] ?? 'main';
+    const text = HELP[topic];
+    if (text === undefined) return io.err(`cidlock: no help for ${JSON.stringify(topic)}`), 2;
+    return io.out(text), 0;
+  }
+  if (cmd === '--version') return io.out('cidlock 0.1.0'), 0;
+  const run = COMMANDS[cmd];
+  if (run === undefined) {
+    io.err(`cidlock: unknown command ${JSON.stringify(cmd)}; see "cidlock --help"`);
+    return 2;
+  }
+  try {
+    return await run(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`cidlock ${cmd}: ${err.message}; see "cidlock ${cmd} --help"`);
+      return 2;
+    }
+    if (err instanceof ExitError) {
+      if (err.message !== '') io.err(`cidlock ${cmd}: ${err.message}`);
+      return err.status;
+    }
+    if (err instanceof RegistryError) {
+      io.err(`cidlock ${cmd}: registry: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,70 @@
+import { closeSync, fsyncSync, linkSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+function writeAndSync(path: string, data: string | Uint8Array, mode: number): void {
+  const fd = openSync(path, 'wx', mode);
+  try {
+    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The rename is only durable once the directory entry itself is on disk. */
+function syncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename is still atomic there.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Replaces `path` with `data` so that a crash at any moment leaves either the old or the new
+ * content, never a mix: write a temp file in the same directory, fsync, rename, fsync the dir.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+  const tmp = tempPathFor(path);
+  try {
+    writeAndSync(tmp, data, mode);
+    renameSync(tmp, path);
+  } catch (err) {
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw err;
+  }
+  syncDir(dirname(path));
+}
+
+/**
+ * Creates `path` with `data` only if it does not exist yet, atomically and durably; returns false
+ * if another process created it first. link() fails on an existing target, so two racing
+ * processes can never both "win" and a reader never sees a half-written file.
+ */
+export function createFileExclusive(path: string, data: string | Uint8Array, mode = 0o600): boolean {
+  const tmp = tempPathFor(path);
+  try {
+    writeAndSync(tmp, data, mode);
+    try {
+      linkSync(tmp, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    }
+  } finally {
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+  }
+  syncDir(dirname(path));
+  return true;
+}

@@ -1,0 +1,70 @@
+import { decide, type Decision } from './decide.js';
+import { decisionRecord } from './explain.js';
+import type { Logger } from './log.js';
+import type { Registry } from './registry/registry.js';
+import type { AuthRequest } from './request.js';
+import { effectivePolicy } from './rules/resolve.js';
+import type { Rules } from './rules/types.js';
+import { createVouchStore, type VouchStore } from './vouches.js';
+
+export interface ReportOutcome {
+  vouched: boolean;
+  learned?: { device: string; status: 'added' | 'exists' | 'full' };
+}
+
+/**
+ * The one owner of the daemon's mutable state: current rules, registry and vouches. Adapters
+ * call decide() and report(); everything else stays inside.
+ */
+export interface Engine {
+  readonly rules: Rules;
+  readonly registry: Registry;
+  readonly vouches: VouchStore;
+  decide(req: AuthRequest): Decision;
+  /** A login finished successfully: vouch for its address and register a learned device. */
+  reportSuccess(req: AuthRequest, decision?: Decision): ReportOutcome;
+  /** Swaps in new rules between requests; the caller has validated them. */
+  setRules(rules: Rules): void;
+}
+
+export function createEngine(opts: { rules: Rules; registry: Registry; logger: Logger; now?: () => number; vouches?: VouchStore }): Engine {
+  let rules = opts.rules;
+  const { registry, logger } = opts;
+  const now = opts.now ?? Date.now;
+  const vouches = opts.vouches ?? createVouchStore();
+
+  return {
+    get rules() { return rules; },
+    registry,
+    vouches,
+    decide(req) {
+      const d = decide(req, { rules, registry, vouches, now: now() });
+      logger.log(d.action === 'allow' && !d.would_reject ? 'info' : 'warn', 'decision', decisionRecord(req, d));
+      return d;
+    },
+    reportSuccess(req, decision) {
+      const d = decision ?? decide(req, { rules, registry, vouches, now: now() });
+      const out: ReportOutcome = { vouched: false };
+      let device = d.proven;
+      if (d.learn !== undefined) {
+        const input = d.learn.kind === 'cid'
+          ? { kind: 'cid' as const, cid: d.learn.cid, label: d.learn.label }
+          : { kind: 'cert' as const, fingerprint: d.learn.fingerprint, label: d.learn.label };
+        const r = registry.add(req.user, input, 'learn', { maxDevices: d.learn.maxDevices, now: new Date(now()) });
+        const id = r.status === 'full' ? (d.learn.kind === 'cid' ? d.learn.hashPrefix : d.learn.fingerprint.slice(0, 12)) : r.device.id;
+        out.learned = { device: id, status: r.status };
+        logger.log(r.status === 'full' ? 'warn' : 'info', 'device_learned', { user: req.user, device: id, status: r.status, kind: d.learn.kind, remote: req.remote });
+        if (r.status !== 'full') device = r.device.id;
+      }
+      if (device !== undefined && req.remote !== null) {
+        const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
+        vouches.add(req.user, req.remote, { at: now(), device }, ttl);
+        out.vouched = ttl > 0;
+      }
+      return out;
+    },
+    setRules(next) {
+      rules = next;
+    },
+  };
+}

@@ -1,0 +1,29 @@
+import type { Cid } from './cid.js';
+
+/**
+ * One login attempt, as every adapter describes it. Adapters translate their protocol into this
+ * and the core never sees HTTP bodies or Postfix attributes.
+ */
+export interface AuthRequest {
+  /** imap, pop3, submission, smtp, sieve, ... (lowercase). */
+  protocol: string;
+  /** Login name, lowercased. */
+  user: string;
+  /** Normalised client address, or null when the server did not give a valid one. */
+  remote: string | null;
+  /** The client's channel is encrypted (TLS to the mail server). */
+  tls: boolean;
+  /** A well-formed CID the client presented. */
+  cid?: Cid;
+  /** Why a presented CID was unusable (malformed); the CID then counts as absent. */
+  cidProblem?: string;
+  /** Normalised SHA-256 fingerprints of a TLS client certificate: public key first, then certificate. */
+  certFingerprints: readonly string[];
+  /** Client software name and OS from the IMAP ID, when sent. */
+  clientName?: string;
+  clientOs?: string;
+  /** Where in the login the server asks: before_auth, after_auth, RCPT, offline (cidlock test). */
+  stage: string;
+  /** The server's session id, for correlating log lines. */
+  sessionId?: string;
+}

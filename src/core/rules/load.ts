@@ -1,0 +1,394 @@
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import { LineCounter, parseDocument, type Node } from 'yaml';
+import { parseDuration } from '../duration.js';
+import { compileGlob } from '../glob.js';
+import { normalizeIp, parseCidr, type Cidr } from '../ip.js';
+import {
+  EVIDENCE_KINDS, MODES, PROTOCOLS,
+  type EvidenceKind, type ListenAddress, type ListenerName, type PolicyLayer, type Protocol,
+  type ProtocolRule, type Rules, type RulesIssue,
+} from './types.js';
+import {
+  createWalker, describe, entriesOf, isScalar, isSeq, knownEntries, scalarValue,
+  type Entry, type PathSegment, type Walker,
+} from './yaml-walk.js';
+
+export type RulesResult =
+  | { ok: true; rules: Rules; warnings: RulesIssue[] }
+  | { ok: false; errors: RulesIssue[]; warnings: RulesIssue[] };
+
+/** A rules file is a few KB; a limit keeps a wrong path (a log file, /dev/zero) from eating memory. */
+export const MAX_RULES_BYTES = 16 * 1024 * 1024;
+
+export const DEFAULT_LISTEN: Readonly<Record<ListenerName, ListenAddress>> = {
+  dovecot: { host: '127.0.0.1', port: 8425 },
+  postfix: { host: '127.0.0.1', port: 10031 },
+  socketmap: { host: '127.0.0.1', port: 10032 },
+  admin: { host: '127.0.0.1', port: 8426 },
+};
+
+const TOP_KEYS = ['listen', 'state_dir', 'dovecot', 'policy', 'domains', 'users'] as const;
+const LISTENERS = ['dovecot', 'postfix', 'socketmap', 'admin'] as const;
+const LAYER_KEYS = ['mode', 'require_tls', 'message', 'vouch_ttl', 'protocols', 'device_types', 'networks', 'learn'] as const;
+const MAX_MESSAGE = 200;
+const MAX_VOUCH_TTL = 7 * 86_400_000;
+const MAX_LIST = 1000;
+
+function str(w: Walker, e: Entry, path: PathSegment[], what = 'text'): string | undefined {
+  const v = scalarValue(e.value);
+  if (typeof v === 'string') return v;
+  w.error(e.value ?? e.keyNode, path, `expected ${what}, got ${describe(e.value)}`);
+  return undefined;
+}
+
+function bool(w: Walker, e: Entry, path: PathSegment[]): boolean | undefined {
+  const v = scalarValue(e.value);
+  if (typeof v === 'boolean') return v;
+  const hint = typeof v === 'string' && /^(yes|no|on|off|y|n)$/i.test(v) ? ' (YAML 1.2 reads yes/no/on/off as text)' : '';
+  w.error(e.value ?? e.keyNode, path, `expected true or false, got ${describe(e.value)}${hint}`);
+  return undefined;
+}
+
+function oneOf<T extends string>(w: Walker, node: Node | null, at: Node, path: PathSegment[], allowed: readonly T[]): T | undefined {
+  const v = scalarValue(node);
+  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+  w.error(node ?? at, path, `expected one of ${allowed.join(', ')}, got ${describe(node)}`);
+  return undefined;
+}
+
+function listOf(w: Walker, e: Entry, path: PathSegment[], max: number): Array<{ node: Node | null; path: PathSegment[] }> | undefined {
+  if (!isSeq(e.value)) {
+    w.error(e.value ?? e.keyNode, path, `expected a list, got ${describe(e.value)}`);
+    return undefined;
+  }
+  if (e.value.items.length > max) {
+    w.error(e.value, path, `at most ${max} entries are allowed, got ${e.value.items.length}`);
+    return undefined;
+  }
+  return e.value.items.map((item, i) => ({ node: w.resolve(item), path: [...path, i] }));
+}
+
+function readListenAddress(w: Walker, e: Entry, path: PathSegment[], name: ListenerName): ListenAddress | null | undefined {
+  const v = scalarValue(e.value);
+  if (v === null || v === false || v === 'off') return null;
+  if (typeof v === 'number') {
+    if (Number.isInteger(v) && v >= 0 && v <= 65535) return { host: '127.0.0.1', port: v };
+  } else if (typeof v === 'string') {
+    if (v.startsWith('unix:')) {
+      const p = v.slice(5);
+      if (name !== 'postfix' && name !== 'socketmap') {
+        w.error(e.value, path, `a unix socket is only supported for postfix and socketmap; Dovecot and the admin API speak HTTP over TCP`);
+        return undefined;
+      }
+      if (isAbsolute(p)) return { path: p };
+      w.error(e.value, path, `expected an absolute socket path after "unix:", got ${JSON.stringify(p)}`);
+      return undefined;
+    }
+    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+    if (m !== null) {
+      const hostText = m[1] ?? m[2]!;
+      const host = hostText === 'localhost' ? '127.0.0.1' : normalizeIp(hostText);
+      const port = Number(m[3]);
+      if (host !== null && port <= 65535 && (m[1] === undefined || host.includes(':'))) return { host, port };
+    }
+  }
+  w.error(e.value ?? e.keyNode, path,
+    `expected host:port (127.0.0.1:8425, [::1]:8425), a port number, ${name === 'postfix' || name === 'socketmap' ? 'unix:/path, ' : ''}or off; got ${describe(e.value)}`);
+  return undefined;
+}
+
+function readListen(w: Walker, node: Node | null, at: Node): Record<ListenerName, ListenAddress | null> {
+  const out: Record<ListenerName, ListenAddress | null> = { ...DEFAULT_LISTEN };
+  const entries = entriesOf(w, node, ['listen'], at);
+  if (entries === null) return out;
+  for (const e of knownEntries(w, entries, LISTENERS, ['listen'])) {
+    const name = e.key as ListenerName;
+    const addr = readListenAddress(w, e, ['listen', name], name);
+    if (addr === undefined) continue;
+    out[name] = addr;
+    if (addr !== null && 'host' in addr && !isLoopback(addr.host)) {
+      w.warn(e.value, ['listen', name], `listens on ${addr.host}, which is not a loopback address; make sure only your mail servers can reach it`);
+    }
+  }
+  return out;
+}
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.');
+}
+
+function readProtocols(w: Walker, e: Entry, path: PathSegment[]): Partial<Record<Protocol, ProtocolRule>> | undefined {
+  const entries = entriesOf(w, e.value, path, e.keyNode);
+  if (entries === null) return undefined;
+  const out: Partial<Record<Protocol, ProtocolRule>> = {};
+  for (const pe of knownEntries(w, entries, PROTOCOLS, path)) {
+    const p = [...path, pe.key];
+    const v = scalarValue(pe.value);
+    if (v === 'allow' || v === 'deny') {
+      out[pe.key as Protocol] = v;
+      continue;
+    }
+    if (!isSeq(pe.value)) {
+      w.error(pe.value ?? pe.keyNode, p, `expected allow, deny, or a list of evidence (${EVIDENCE_KINDS.join(', ')}), got ${describe(pe.value)}`);
+      continue;
+    }
+    const kinds: EvidenceKind[] = [];
+    let bad = false;
+    pe.value.items.forEach((item, i) => {
+      const node = w.resolve(item);
+      const kind = oneOf(w, node, pe.value as Node, [...p, i], EVIDENCE_KINDS);
+      if (kind === undefined) bad = true;
+      else if (kinds.includes(kind)) {
+        w.error(node, [...p, i], `${kind} is listed twice`);
+        bad = true;
+      } else kinds.push(kind);
+    });
+    if (!bad) out[pe.key as Protocol] = kinds;
+  }
+  return out;
+}
+
+function readLearn(w: Walker, e: Entry, path: PathSegment[]): PolicyLayer['learn'] {
+  const entries = entriesOf(w, e.value, path, e.keyNode);
+  if (entries === null) return undefined;
+  const out: NonNullable<PolicyLayer['learn']> = {};
+  for (const le of knownEntries(w, entries, ['max_devices', 'until'], path)) {
+    const p = [...path, le.key];
+    const v = scalarValue(le.value);
+    if (le.key === 'max_devices') {
+      if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 1000) out.max_devices = v;
+      else w.error(le.value ?? le.keyNode, p, `expected a whole number from 0 to 1000, got ${describe(le.value)}`);
+    } else if (v === null) {
+      out.until = null;
+    } else {
+      const t = typeof v === 'string' ? parseTimestamp(v) : null;
+      if (t !== null) out.until = t;
+      else w.error(le.value ?? le.keyNode, p, `expected a date (2026-12-31), a UTC timestamp (2026-12-31T18:00:00Z) or null, got ${describe(le.value)}`);
+    }
+  }
+  return out;
+}
+
+/** Date-only values mean the start of that day in UTC; timestamps must name their zone. */
+function parseTimestamp(text: string): number | null {
+  if (/^\d{4}-\d{2}-\d{2}$/.test(text)) text += 'T00:00:00Z';
+  else if (!/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) return null;
+  const t = Date.parse(text.replace(' ', 'T'));
+  return Number.isFinite(t) ? t : null;
+}
+
+function readLayer(w: Walker, node: Node | null, at: Node, path: PathSegment[]): PolicyLayer {
+  const layer: PolicyLayer = {};
+  const entries = entriesOf(w, node, path, at);
+  if (entries === null) return layer;
+  for (const e of knownEntries(w, entries, LAYER_KEYS, path)) {
+    const p = [...path, e.key];
+    switch (e.key as (typeof LAYER_KEYS)[number]) {
+      case 'mode': {
+        const m = oneOf(w, e.value, e.keyNode, p, MODES);
+        if (m !== undefined) layer.mode = m;
+        break;
+      }
+      case 'require_tls': {
+        const b = bool(w, e, p);
+        if (b !== undefined) layer.require_tls = b;
+        break;
+      }
+      case 'message': {
+        const s = e.value === null ? '' : str(w, e, p);
+        if (s === undefined) break;
+        if (s.length > MAX_MESSAGE) w.error(e.value, p, `at most ${MAX_MESSAGE} characters, got ${s.length}`);
+        else if (/[^\x20-\x7e]/.test(s)) w.error(e.value, p, 'only printable ASCII on one line: the text goes into IMAP, POP3 and SMTP replies');
+        else layer.message = s;
+        break;
+      }
+      case 'vouch_ttl': {
+        if (typeof scalarValue(e.value) === 'number') {
+          w.error(e.value, p, `expected a duration with a unit such as 30m, 1h or 45s, got ${describe(e.value)} (a bare number is ambiguous)`);
+          break;
+        }
+        const s = str(w, e, p, 'a duration such as 30m');
+        if (s === undefined) break;
+        const ms = parseDuration(s);
+        if (ms === null || ms > MAX_VOUCH_TTL) w.error(e.value, p, `expected a duration up to 7d such as 30m, 1h or 0s (no vouching), got ${describe(e.value)}`);
+        else layer.vouch_ttl = ms;
+        break;
+      }
+      case 'protocols': {
+        const protocols = readProtocols(w, e, p);
+        if (protocols !== undefined) layer.protocols = protocols;
+        break;
+      }
+      case 'device_types': {
+        const items = listOf(w, e, p, MAX_LIST);
+        if (items === undefined) break;
+        const patterns: string[] = [];
+        for (const it of items) {
+          const v = scalarValue(it.node);
+          if (typeof v === 'string' && v.length > 0 && v.length <= 64) patterns.push(v);
+          else w.error(it.node ?? e.value, it.path, `expected a client name pattern of 1 to 64 characters such as "Thunderbird*", got ${describe(it.node)}`);
+        }
+        if (patterns.length === items.length) {
+          const matchers = patterns.map((pat) => [pat, compileGlob(pat)] as const);
+          layer.device_types = { patterns, match: (name) => matchers.find(([, m]) => m(name))?.[0] };
+        }
+        break;
+      }
+      case 'networks': {
+        const items = listOf(w, e, p, MAX_LIST);
+        if (items === undefined) break;
+        const nets: Cidr[] = [];
+        for (const it of items) {
+          const v = scalarValue(it.node);
+          const c = typeof v === 'string' ? parseCidr(v) : { error: `expected a CIDR such as 192.0.2.0/24 or 2001:db8::/32, got ${describe(it.node)}` };
+          if ('error' in c) w.error(it.node ?? e.value, it.path, c.error);
+          else nets.push(c);
+        }
+        if (nets.length === items.length) layer.networks = nets;
+        break;
+      }
+      case 'learn': {
+        const learn = readLearn(w, e, p);
+        if (learn !== undefined) layer.learn = learn;
+        break;
+      }
+    }
+  }
+  return layer;
+}
+
+function readDovecot(w: Walker, node: Node | null, at: Node): Rules['dovecot'] {
+  const out = { apiKey: '', idFields: ['clientid'] as readonly string[] };
+  const entries = entriesOf(w, node, ['dovecot'], at);
+  if (entries === null) return out;
+  for (const e of knownEntries(w, entries, ['api_key', 'id_fields'], ['dovecot'])) {
+    const p = ['dovecot', e.key];
+    if (e.key === 'api_key') {
+      const s = e.value === null ? '' : str(w, e, p);
+      if (s === undefined) continue;
+      if (/[^\x21-\x7e]/.test(s)) w.error(e.value, p, 'expected printable ASCII without spaces: Dovecot sends it in an HTTP header');
+      else {
+        if (s !== '' && s.length < 16) w.warn(e.value, p, 'an API key shorter than 16 characters is easy to guess');
+        out.apiKey = s;
+      }
+      continue;
+    }
+    const items = listOf(w, e, p, 8);
+    if (items === undefined) continue;
+    const fields: string[] = [];
+    for (const it of items) {
+      const v = scalarValue(it.node);
+      // RFC 2971 keys are at most 30 octets; Dovecot refuses longer ones.
+      if (typeof v === 'string' && /^[\x21-\x7e]{1,30}$/.test(v) && !/["\\]/.test(v)) fields.push(v.toLowerCase());
+      else w.error(it.node ?? e.value, it.path, `expected an IMAP ID field name of 1 to 30 characters without spaces or quotes, got ${describe(it.node)}`);
+    }
+    if (fields.length === 0 && items.length === 0) w.error(e.value, p, 'list at least one IMAP ID field name, e.g. [clientid]');
+    else if (fields.length === items.length) out.idFields = fields;
+  }
+  return out;
+}
+
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+function readNamedLayers(w: Walker, node: Node | null, at: Node, key: 'domains' | 'users'): Map<string, PolicyLayer> {
+  const out = new Map<string, PolicyLayer>();
+  const entries = entriesOf(w, node, [key], at);
+  if (entries === null) return out;
+  const seen = new Map<string, string>();
+  for (const e of entries) {
+    const name = e.key.toLowerCase();
+    const path = [key, e.key];
+    if (key === 'domains' && !DOMAIN.test(name)) {
+      w.error(e.keyNode, path, 'expected a domain name such as example.com (the part of a login after the last @)');
+      continue;
+    }
+    if (key === 'users' && (name.length === 0 || name.length > 320 || /[\s\x00-\x1f\x7f"]/.test(name))) {
+      w.error(e.keyNode, path, 'expected a login name without spaces or control characters, at most 320 characters');
+      continue;
+    }
+    const earlier = seen.get(name);
+    if (earlier !== undefined) {
+      w.error(e.keyNode, path, `same ${key === 'users' ? 'user' : 'domain'} as "${earlier}" (names are compared lowercased)`);
+      continue;
+    }
+    seen.set(name, e.key);
+    out.set(name, readLayer(w, e.value, e.keyNode, path));
+  }
+  return out;
+}
+
+/** Warnings for settings that are valid but almost certainly do not do what the operator meant. */
+function lint(w: Walker, rules: Rules): void {
+  const layers: Array<[string, PolicyLayer]> = [['policy', rules.policy]];
+  for (const [d, l] of rules.domains) layers.push([`domains["${d}"]`, l]);
+  for (const [u, l] of rules.users) layers.push([`users["${u}"]`, l]);
+  const anyAcceptsDeviceType = layers.some(([, l]) =>
+    Object.values(l.protocols ?? {}).some((r) => Array.isArray(r) && r.includes('device_type')));
+  for (const [name, l] of layers) {
+    if (l.device_types !== undefined && l.device_types.patterns.length > 0 && !anyAcceptsDeviceType) {
+      w.warn(null, [], `${name}.device_types is set, but no protocols list accepts device_type evidence (e.g. protocols: { imap: [cid, device_type] })`);
+    }
+  }
+}
+
+export function parseRules(text: string, file: string): RulesResult {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
+  const w = createWalker(file, doc, lines);
+  for (const err of doc.errors) {
+    const pos = lines.linePos(err.pos[0]);
+    w.issues.push({ file, line: pos.line, col: pos.col, path: '', message: `YAML syntax: ${err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}` });
+  }
+  if (w.issues.length > 0) return { ok: false, errors: w.issues, warnings: [] };
+
+  const root = w.resolve(doc.contents);
+  const empty = root === null || (isScalar(root) && root.value === null);
+  const entries = empty ? [] : entriesOf(w, root, []);
+  const byKey = new Map<string, Entry>();
+  for (const e of knownEntries(w, entries ?? [], TOP_KEYS, [])) byKey.set(e.key, e);
+
+  const baseDir = file === '' ? process.cwd() : dirname(resolvePath(file));
+  let stateDir = resolvePath(baseDir, 'state');
+  const sd = byKey.get('state_dir');
+  if (sd !== undefined) {
+    const s = str(w, sd, ['state_dir'], 'a directory path');
+    if (s !== undefined && s.length > 0) stateDir = resolvePath(baseDir, s);
+    else if (s === '') w.error(sd.value, ['state_dir'], 'expected a directory path, got an empty text');
+  }
+  const at = (k: string) => byKey.get(k);
+  const listenE = at('listen');
+  const dovecotE = at('dovecot');
+  const policyE = at('policy');
+  const domainsE = at('domains');
+  const usersE = at('users');
+  const rules: Rules = {
+    file: file === '' ? '' : resolvePath(file),
+    listen: listenE === undefined ? { ...DEFAULT_LISTEN } : readListen(w, listenE.value, listenE.keyNode),
+    stateDir,
+    dovecot: dovecotE === undefined ? { apiKey: '', idFields: ['clientid'] } : readDovecot(w, dovecotE.value, dovecotE.keyNode),
+    policy: policyE === undefined ? {} : readLayer(w, policyE.value, policyE.keyNode, ['policy']),
+    domains: domainsE === undefined || domainsE.value === null ? new Map() : readNamedLayers(w, domainsE.value, domainsE.keyNode, 'domains'),
+    users: usersE === undefined || usersE.value === null ? new Map() : readNamedLayers(w, usersE.value, usersE.keyNode, 'users'),
+  };
+  const byPlace = (a: RulesIssue, b: RulesIssue) => a.line - b.line || a.col - b.col;
+  w.issues.sort(byPlace);
+  if (w.issues.length > 0) return { ok: false, errors: w.issues, warnings: w.warnings };
+  lint(w, rules);
+  return { ok: true, rules, warnings: w.warnings };
+}
+
+export function loadRulesFile(file: string): RulesResult {
+  const fail = (message: string): RulesResult => ({ ok: false, errors: [{ file, line: 1, col: 1, path: '', message }], warnings: [] });
+  let text: string;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) return fail('not a regular file');
+    if (st.size > MAX_RULES_BYTES) return fail(`file is larger than ${MAX_RULES_BYTES} bytes`);
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return fail(e.code === 'ENOENT' ? 'no such file' : `cannot read the file (${e.code ?? e.message})`);
+  }
+  return parseRules(text, file);
+}

@@ -1,0 +1,63 @@
+import type { Cidr } from '../ip.js';
+
+export const MODES = ['off', 'monitor', 'learn', 'enforce'] as const;
+export type Mode = (typeof MODES)[number];
+
+export const EVIDENCE_KINDS = ['cid', 'cert', 'vouch', 'device_type'] as const;
+export type EvidenceKind = (typeof EVIDENCE_KINDS)[number];
+
+/**
+ * Protocol names as Dovecot's %s and the Postfix adapter report them. `other` covers anything
+ * else (a new Dovecot service), so an unlisted protocol is never silently unlocked.
+ */
+export const PROTOCOLS = ['imap', 'pop3', 'submission', 'smtp', 'sieve', 'other'] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+/** `allow` and `deny` decide without evidence; a list names the evidence that proves a device. */
+export type ProtocolRule = 'allow' | 'deny' | readonly EvidenceKind[];
+
+export interface DeviceTypes {
+  readonly patterns: readonly string[];
+  readonly match: (clientName: string) => string | undefined; // the matching pattern
+}
+
+/** One layer of policy as written: every key optional, absent keys inherit from the layer below. */
+export interface PolicyLayer {
+  mode?: Mode;
+  require_tls?: boolean;
+  message?: string;
+  vouch_ttl?: number; // ms
+  protocols?: Partial<Record<Protocol, ProtocolRule>>;
+  device_types?: DeviceTypes;
+  networks?: readonly Cidr[];
+  learn?: { max_devices?: number; until?: number | null }; // until: epoch ms
+}
+
+export type ListenAddress = { host: string; port: number } | { path: string };
+
+export type ListenerName = 'dovecot' | 'postfix' | 'socketmap' | 'admin';
+
+export interface Rules {
+  /** Absolute path of the rules file these rules came from ("" when built in code). */
+  readonly file: string;
+  readonly listen: Readonly<Record<ListenerName, ListenAddress | null>>;
+  readonly stateDir: string; // absolute
+  readonly dovecot: { readonly apiKey: string; readonly idFields: readonly string[] };
+  readonly policy: PolicyLayer;
+  readonly domains: ReadonlyMap<string, PolicyLayer>;
+  readonly users: ReadonlyMap<string, PolicyLayer>;
+}
+
+/** A problem in a rules file, located precisely enough to jump to it in an editor. */
+export interface RulesIssue {
+  file: string;
+  line: number;
+  col: number;
+  path: string; // users["alice@example.com"].protocols.imap[1]; "" for the whole document
+  message: string;
+}
+
+export function formatRulesIssue(issue: RulesIssue): string {
+  const where = `${issue.file}:${issue.line}:${issue.col}`;
+  return issue.path === '' ? `${where}: ${issue.message}` : `${where}: ${issue.path}: ${issue.message}`;
+}

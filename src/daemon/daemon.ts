@@ -1,0 +1,105 @@
+import type { AddressInfo, Server } from 'node:net';
+import { createEngine, type Engine } from '../core/engine.js';
+import type { Logger } from '../core/log.js';
+import { loadRulesFile } from '../core/rules/load.js';
+import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../core/rules/types.js';
+import { fileStore } from '../core/registry/file-store.js';
+import { openRegistry } from '../core/registry/registry.js';
+import { createAdminServer } from '../admin/server.js';
+
+export interface Daemon {
+  readonly engine: Engine;
+  /** Actual bound addresses, e.g. { admin: "127.0.0.1:8426" }. */
+  readonly addresses: Partial<Record<ListenerName, string>>;
+  /** Re-reads the rules file and the registry; invalid rules leave the old ones in force. */
+  reload(): boolean;
+  close(): Promise<void>;
+}
+
+function listen(server: Server, addr: ListenAddress): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      const a = server.address();
+      resolve(typeof a === 'string' ? `unix:${a}` : a === null ? '?' : fmt(a));
+    };
+    if ('path' in addr) server.listen(addr.path, done);
+    else server.listen(addr.port, addr.host, done);
+  });
+}
+
+function fmt(a: AddressInfo): string {
+  return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+const sameAddress = (a: ListenAddress | null, b: ListenAddress | null) => JSON.stringify(a) === JSON.stringify(b);
+
+/** Listeners that later releases provide; until then the daemon says so instead of pretending. */
+const NOT_YET: readonly ListenerName[] = ['dovecot', 'postfix', 'socketmap'];
+
+export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
+  const { logger } = opts;
+  const registry = openRegistry(fileStore(opts.rules.stateDir), { create: true });
+  const engine = createEngine({ rules: opts.rules, registry, logger });
+  const servers: Server[] = [];
+  const addresses: Partial<Record<ListenerName, string>> = {};
+  let listenAt = opts.rules.listen;
+
+  try {
+    const adminAddr = listenAt.admin;
+    if (adminAddr !== null) {
+      const admin = createAdminServer({
+        health: () => ({ ok: true, detail: { rules: engine.rules.file, devices: engine.registry.size().devices } }),
+      });
+      servers.push(admin);
+      addresses.admin = await listen(admin, adminAddr);
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    throw err;
+  }
+  for (const [name, addr] of Object.entries(addresses)) logger.log('info', 'listening', { listener: name, address: addr });
+  for (const name of NOT_YET) {
+    if (listenAt[name] !== null) logger.log('warn', 'listener_unavailable', { listener: name, note: 'this version of cidlock does not serve this listener yet' });
+  }
+  const size = registry.size();
+  logger.log('info', 'started', { rules: opts.rules.file, state_dir: opts.rules.stateDir, users: size.users, devices: size.devices });
+
+  return {
+    engine,
+    addresses,
+    reload() {
+      const file = engine.rules.file;
+      const r = loadRulesFile(file);
+      if (!r.ok) {
+        logger.log('error', 'rules_rejected', { rules: file, errors: r.errors.map(formatRulesIssue), note: 'the previous rules stay in force' });
+        return false;
+      }
+      for (const w of r.warnings) logger.log('warn', 'rules_warning', { warning: formatRulesIssue(w) });
+      if (r.rules.stateDir !== engine.rules.stateDir) {
+        logger.log('error', 'rules_rejected', { rules: file, errors: ['state_dir changed: restart cidlock to move the registry'], note: 'the previous rules stay in force' });
+        return false;
+      }
+      for (const name of Object.keys(listenAt) as ListenerName[]) {
+        if (!sameAddress(listenAt[name], r.rules.listen[name])) logger.log('warn', 'listen_changed', { listener: name, note: 'listener addresses change on restart only' });
+      }
+      listenAt = r.rules.listen;
+      engine.setRules(r.rules);
+      let registryReloaded = false;
+      try {
+        registryReloaded = engine.registry.refresh();
+      } catch (err) {
+        logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
+      }
+      logger.log('info', 'rules_reloaded', { rules: file, registry_reloaded: registryReloaded, devices: engine.registry.size().devices });
+      return true;
+    },
+    async close() {
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
+        s.close(() => resolve());
+        (s as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      })));
+    },
+  };
+}

@@ -1,0 +1,30 @@
+import { normalizeFingerprint } from '../core/fingerprint.js';
+import { normalizeIp } from '../core/ip.js';
+import type { AuthRequest } from '../core/request.js';
+import type { PolicyAttributes } from './attributes.js';
+
+export type PostfixTranslated =
+  | { kind: 'decide'; request: AuthRequest }
+  | { kind: 'skip'; why: string }; // answered DUNNO without a decision
+
+/** Postfix sessions without SASL authentication are not cidlock's business: it is not a spam filter. */
+export function translatePostfix(attrs: PolicyAttributes): PostfixTranslated {
+  const user = (attrs.get('sasl_username') ?? '').toLowerCase();
+  if (user === '') return { kind: 'skip', why: 'session is not authenticated (no sasl_username): DUNNO' };
+  const fps: string[] = [];
+  for (const name of ['ccert_pubkey_fingerprint', 'ccert_fingerprint']) {
+    const fp = normalizeFingerprint(attrs.get(name) ?? '');
+    if (fp !== null && !fps.includes(fp)) fps.push(fp);
+  }
+  const request: AuthRequest = {
+    protocol: 'smtp',
+    user,
+    remote: normalizeIp(attrs.get('client_address') ?? ''),
+    tls: (attrs.get('encryption_protocol') ?? '') !== '',
+    certFingerprints: fps,
+    stage: attrs.get('protocol_state') || 'unknown',
+  };
+  const instance = attrs.get('instance');
+  if (instance) request.sessionId = instance;
+  return { kind: 'decide', request };
+}

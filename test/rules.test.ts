@@ -1,0 +1,123 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { loadRulesFile, parseRules } from '../src/core/rules/load.js';
+import { formatRulesIssue } from '../src/core/rules/types.js';
+import { effectivePolicy } from '../src/core/rules/resolve.js';
+import { fixturePath, repoRoot } from './helpers/paths.js';
+
+/** Each broken file and the exact lines an operator sees, relative to the fixture folder. */
+const BROKEN: Record<string, string[]> = {
+  'bad-yaml-syntax.yaml': ['bad-yaml-syntax.yaml:2:1: YAML syntax: Flow map in block collection must be sufficiently indented and end with a }'],
+  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, dovecot, policy, domains, users); did you mean "policy"?'],
+  'bad-mode.yaml': ['bad-mode.yaml:3:11: domains["example.com"].mode: expected one of off, monitor, learn, enforce, got "enforced"'],
+  'bad-evidence.yaml': ['bad-evidence.yaml:4:19: users["alice@example.com"].protocols.imap[1]: expected one of cid, cert, vouch, device_type, got "cidd"'],
+  'bad-bool.yaml': ['bad-bool.yaml:2:16: policy.require_tls: expected true or false, got "yes" (YAML 1.2 reads yes/no/on/off as text)'],
+  'bad-duration.yaml': ['bad-duration.yaml:2:14: policy.vouch_ttl: expected a duration with a unit such as 30m, 1h or 45s, got 30 (a bare number is ambiguous)'],
+  'bad-cidr.yaml': ['bad-cidr.yaml:4:7: policy.networks[1]: host bits set in 10.0.0.1/8; did you mean 10.0.0.0/8?'],
+  'bad-listen.yaml': ['bad-listen.yaml:2:12: listen.dovecot: expected host:port (127.0.0.1:8425, [::1]:8425), a port number, or off; got "127.0.0.1:99999"'],
+  'duplicate-key.yaml': ['duplicate-key.yaml:3:3: policy.mode: duplicate key (first set at line 2); remove one of them'],
+  'duplicate-user.yaml': ['duplicate-user.yaml:3:3: users["alice@example.com"]: same user as "Alice@Example.com" (names are compared lowercased)'],
+  'bad-learn-until.yaml': ['bad-learn-until.yaml:3:37: users["dave@example.org"].learn.until: expected a date (2026-12-31), a UTC timestamp (2026-12-31T18:00:00Z) or null, got "tomorrow"'],
+  'unknown-protocol.yaml': ['unknown-protocol.yaml:3:5: policy.protocols.imaps: unknown key "imaps" (expected one of: imap, pop3, submission, smtp, sieve, other); did you mean "imap"?'],
+  'bad-message.yaml': ['bad-message.yaml:2:12: policy.message: only printable ASCII on one line: the text goes into IMAP, POP3 and SMTP replies'],
+  'empty-id-fields.yaml': ['empty-id-fields.yaml:2:14: dovecot.id_fields: list at least one IMAP ID field name, e.g. [clientid]'],
+  'several-errors.yaml': [
+    'several-errors.yaml:3:16: policy.require_tls: expected true or false, got "maybe"',
+    'several-errors.yaml:6:16: domains["example.com"].vouch_ttl: expected a duration up to 7d such as 30m, 1h or 0s (no vouching), got "1y"',
+    'several-errors.yaml:9:32: users["bob@example.com"].protocols.pop3[1]: vouch is listed twice',
+  ],
+};
+
+for (const [name, expected] of Object.entries(BROKEN)) {
+  test(`broken rules file ${name} is rejected with file:line:col and key path`, () => {
+    const file = fixturePath('rules', name);
+    const r = loadRulesFile(file);
+    assert.is(r.ok, false);
+    if (r.ok) return;
+    const dir = `${fixturePath('rules')}/`;
+    assert.equal(r.errors.map((e) => formatRulesIssue(e).replace(dir, '')), expected);
+  });
+}
+
+test('the example rules file is valid and means what its comments say', () => {
+  const r = loadRulesFile(join(repoRoot, 'examples', 'cidlock.yaml'));
+  if (!r.ok) assert.unreachable(r.errors.map(formatRulesIssue).join('\n'));
+  assert.ok(r.ok);
+  if (!r.ok) return;
+  assert.equal(r.warnings, []);
+  const { rules } = r;
+  assert.equal(rules.listen.dovecot, { host: '127.0.0.1', port: 8425 });
+  assert.equal(rules.listen.admin, { host: '127.0.0.1', port: 8426 });
+  assert.is(rules.stateDir, join(repoRoot, 'examples', 'state'));
+  assert.is(effectivePolicy(rules, 'carol@example.org').mode, 'monitor');
+  assert.is(effectivePolicy(rules, 'bob@example.com').mode, 'enforce');
+  assert.is(effectivePolicy(rules, 'dave@example.org').learn.max_devices, 3);
+  assert.equal(effectivePolicy(rules, 'alice@example.com').protocols.imap, ['cid', 'device_type']);
+});
+
+test('an empty file means built-in defaults: monitor everywhere, loopback listeners', () => {
+  const r = parseRules('', '/etc/cidlock/cidlock.yaml');
+  assert.ok(r.ok);
+  if (!r.ok) return;
+  assert.is(r.rules.stateDir, '/etc/cidlock/state');
+  const eff = effectivePolicy(r.rules, 'x@example.com');
+  assert.is(eff.mode, 'monitor');
+  assert.is(eff.require_tls, true);
+  assert.is(eff.vouch_ttl, 30 * 60_000);
+  assert.equal(eff.protocols.smtp, ['cert', 'vouch']);
+  assert.is(eff.sources.mode!.layer, 'default');
+});
+
+test('listen accepts ports, IPv6, off and unix sockets only where they make sense', () => {
+  const r = parseRules('listen:\n  dovecot: 9000\n  postfix: unix:/run/cidlock/policy.sock\n  socketmap: off\n  admin: "[::1]:8426"\n', '/x/r.yaml');
+  assert.ok(r.ok);
+  if (!r.ok) return;
+  assert.equal(r.rules.listen, { dovecot: { host: '127.0.0.1', port: 9000 }, postfix: { path: '/run/cidlock/policy.sock' }, socketmap: null, admin: { host: '::1', port: 8426 } });
+  const bad = parseRules('listen:\n  admin: unix:/tmp/a.sock\n', '/x/r.yaml');
+  assert.is(bad.ok, false);
+  if (!bad.ok) assert.match(bad.errors[0]!.message, /only supported for postfix and socketmap/);
+});
+
+test('a public listen address is allowed but warned about', () => {
+  const r = parseRules('listen:\n  dovecot: 0.0.0.0:8425\n', '/x/r.yaml');
+  assert.ok(r.ok);
+  assert.match(r.warnings.map((w) => w.message).join('\n'), /not a loopback address/);
+});
+
+test('device_types without any protocol accepting device_type is warned about', () => {
+  const r = parseRules('users:\n  a@b.c: { device_types: ["Thunderbird*"] }\n', '/x/r.yaml');
+  assert.ok(r.ok);
+  assert.match(r.warnings.map((w) => w.message).join('\n'), /no protocols list accepts device_type/);
+});
+
+test('user and domain names are lowercased; learn.until accepts dates and timestamps', () => {
+  const r = parseRules('domains:\n  Example.COM: { mode: enforce }\nusers:\n  Bob@Example.com:\n    learn: { until: 2026-12-31 }\n  eve@x.org:\n    learn: { until: "2026-12-31T18:00:00+01:00" }\n', '/x/r.yaml');
+  assert.ok(r.ok);
+  if (!r.ok) return;
+  assert.ok(r.rules.domains.has('example.com'));
+  assert.is(r.rules.users.get('bob@example.com')!.learn!.until, Date.parse('2026-12-31T00:00:00Z'));
+  assert.is(r.rules.users.get('eve@x.org')!.learn!.until, Date.parse('2026-12-31T17:00:00Z'));
+});
+
+test('every problem is reported in one run, not just the first', () => {
+  const text = 'policy:\n  mode: strict\n  networks: [300.1.1.1/8]\n  color: blue\nusers:\n  "a b@x": {}\n';
+  const r = parseRules(text, '/x/r.yaml');
+  assert.is(r.ok, false);
+  if (r.ok) return;
+  assert.equal(r.errors.map((e) => e.path), ['policy.mode', 'policy.networks[0]', 'policy.color', 'users["a b@x"]']);
+});
+
+test('a missing rules file is a located error, not a crash', () => {
+  const r = loadRulesFile('/nonexistent/cidlock.yaml');
+  assert.is(r.ok, false);
+  if (!r.ok) assert.is(formatRulesIssue(r.errors[0]!), '/nonexistent/cidlock.yaml:1:1: no such file');
+});
+
+test('YAML anchors and aliases resolve to the values they stand for', () => {
+  const r = parseRules('policy:\n  networks: &office [192.0.2.0/24]\ndomains:\n  example.com: { networks: *office }\n', '/x/r.yaml');
+  assert.ok(r.ok);
+  if (r.ok) assert.is(r.rules.domains.get('example.com')!.networks![0]!.text, '192.0.2.0/24');
+});
+
+test.run();

@@ -1,0 +1,111 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { cidlockAsync } from './helpers/cli.js';
+import { tempDir } from './helpers/tmp.js';
+
+interface Daemon { proc: ChildProcess; lines: Array<Record<string, unknown>>; waitFor(pred: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>> }
+
+function startServe(cfg: string): Daemon {
+  const proc = cidlockAsync(['serve', '--config', cfg]);
+  const lines: Array<Record<string, unknown>> = [];
+  const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
+  let buf = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split('\n');
+    buf = parts.pop()!;
+    for (const p of parts) {
+      const l = JSON.parse(p) as Record<string, unknown>; // every stdout line must be JSON
+      lines.push(l);
+      for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(l); }
+    }
+  });
+  return {
+    proc,
+    lines,
+    waitFor(pred, what) {
+      const seen = lines.find(pred);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}; log so far:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)), 15_000);
+        waiters.push({ pred, resolve: (l) => { clearTimeout(t); resolve(l); } });
+      });
+    },
+  };
+}
+
+function get(address: string, path: string): Promise<{ status: number; body: string }> {
+  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+  return new Promise((resolve, reject) => {
+    request({ host, port, path, method: 'GET', agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject).end();
+  });
+}
+
+const GOOD = 'listen:\n  admin: 127.0.0.1:0\n  dovecot: off\n  postfix: off\n  socketmap: off\npolicy:\n  mode: monitor\n';
+
+test('serve: admin /healthz on loopback, SIGHUP reloads, an invalid reload keeps the old rules, SIGTERM stops cleanly', async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, GOOD);
+  const d = startServe(cfg);
+  try {
+    const listening = await d.waitFor((l) => l.event === 'listening' && l.listener === 'admin', 'admin listener');
+    const addr = String(listening.address);
+    assert.match(addr, /^127\.0\.0\.1:\d+$/);
+    const h = await get(addr, '/healthz');
+    assert.is(h.status, 200);
+    assert.is(JSON.parse(h.body).status, 'ok');
+    assert.is((await get(addr, '/nope')).status, 404);
+
+    writeFileSync(cfg, 'policy:\n  mode: strict\n');
+    d.proc.kill('SIGHUP');
+    const rejected = await d.waitFor((l) => l.event === 'rules_rejected', 'rules_rejected');
+    assert.match(String((rejected.errors as string[])[0]), /cidlock\.yaml:2:9: policy\.mode: expected one of/);
+    assert.is((await get(addr, '/healthz')).status, 200, 'still serving after an invalid reload');
+
+    writeFileSync(cfg, GOOD.replace('mode: monitor', 'mode: enforce'));
+    d.proc.kill('SIGHUP');
+    await d.waitFor((l) => l.event === 'rules_reloaded', 'rules_reloaded');
+
+    const exit = new Promise<number | null>((resolve) => d.proc.on('exit', (code) => resolve(code)));
+    d.proc.kill('SIGTERM');
+    assert.is(await exit, 0);
+    assert.ok(d.lines.some((l) => l.event === 'stopped'));
+  } finally {
+    d.proc.kill('SIGKILL');
+  }
+});
+
+test('serve: says which listeners this version does not serve yet, instead of pretending', async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, 'listen:\n  admin: 127.0.0.1:0\n  dovecot: 127.0.0.1:0\n  postfix: off\n  socketmap: off\n');
+  const d = startServe(cfg);
+  try {
+    const w = await d.waitFor((l) => l.event === 'listener_unavailable', 'listener_unavailable');
+    assert.is(w.listener, 'dovecot');
+  } finally {
+    d.proc.kill('SIGKILL');
+  }
+});
+
+test('serve: an invalid rules file at start exits 2 with the located error', async () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'listen:\n  admin: nowhere\n');
+  const p = cidlockAsync(['serve', '--config', cfg]);
+  let err = '';
+  p.stderr!.on('data', (d) => (err += d));
+  const code = await new Promise<number | null>((resolve) => p.on('exit', resolve));
+  assert.is(code, 2);
+  assert.match(err, /cidlock\.yaml:2:10: listen\.admin: expected host:port/);
+});
+
+test.run();
