@@ -149,6 +149,24 @@ test('devices: add, list, import, remove, with the raw CID never written or prin
   assert.is(cidlock(['devices', 'list', 'bob@example.com', '--json', '--config', cfg]).stdout.trim().split('\n').length, 1);
 });
 
+test('devices add --cert registers the public-key fingerprint Postfix reports', () => {
+  const cfg = workspace('policy:\n  mode: enforce\n');
+  const add = cidlock(['devices', 'add', 'alice@example.com', '--cert', fixturePath('certs', 'alice-phone.pem'), '--config', cfg]);
+  assert.is(add.status, 0, add.stderr);
+  assert.match(add.stdout, /added cert device b62ae5e1e48d \(CN=alice-phone\)/);
+  // The public-key fingerprint computed by openssl for this fixture, spelled the way Postfix logs it.
+  const pubkey = 'B6:2A:E5:E1:E4:8D:F6:93:BE:C1:A1:AD:61:EA:4A:6F:E3:05:F0:ED:01:83:1F:FC:DF:FA:48:42:91:4C:DB:03';
+  const ok = cidlock(['test', '--config', cfg, '--user', 'alice@example.com', '--protocol', 'smtp', '--tls', '--cert-fingerprint', pubkey]);
+  assert.is(ok.status, 0, ok.stdout);
+  assert.match(ok.stdout, /registered_device/);
+  const missing = cidlock(['devices', 'add', 'alice@example.com', '--cert', '/nonexistent.pem', '--config', cfg]);
+  assert.is(missing.status, 1);
+  assert.match(missing.stderr, /\/nonexistent\.pem: ENOENT/);
+  const notcert = cidlock(['devices', 'add', 'alice@example.com', '--cert', fixturePath('certs', 'alice-phone.key.pem'), '--config', cfg]);
+  assert.is(notcert.status, 1);
+  assert.match(notcert.stderr, /no PEM certificate found/);
+});
+
 test('users: set and show, with the layer that decided; users: entries in the rules file win', () => {
   const cfg = workspace('policy:\n  mode: monitor\nusers:\n  boss@example.com: { mode: off }\n');
   const set = cidlock(['users', 'set', 'bob@example.com', '--mode', 'enforce', '--config', cfg]);

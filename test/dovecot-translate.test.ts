@@ -1,0 +1,76 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { commandFromPath, translateDovecot } from '../src/dovecot-policy/translate.js';
+import { readDovecotCapture } from './helpers/paths.js';
+
+const opts = { idFields: ['clientid'], stage: 'before_auth' };
+
+test('IMAP capture with a CID over TLS becomes a core request with the CID and client name', () => {
+  const [first] = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl');
+  const t = translateDovecot(JSON.parse(first!.body), opts);
+  assert.ok(t.ok);
+  if (!t.ok) return;
+  assert.equal(t.request, {
+    protocol: 'imap', user: 'alice@example.com', remote: '127.0.0.1', tls: true, certFingerprints: [], stage: 'before_auth',
+    sessionId: 'mOE1o1ZhhMJ/AAAB', clientName: 'Thunderbird', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' },
+  });
+});
+
+test('escaped CID without TLS: parsed exactly, TLS false although Dovecot calls loopback "secured"', () => {
+  const caps = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl');
+  const t = translateDovecot(JSON.parse(caps[2]!.body), opts);
+  assert.ok(t.ok);
+  if (!t.ok) return;
+  assert.equal(t.request.cid, { type: 'UUID', token: 'a"b\\c' });
+  assert.is(t.request.tls, false);
+  assert.is(t.request.clientName, undefined, 'NIL name');
+});
+
+test('POP3 and empty device_id: no CID, no problem', () => {
+  const caps = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl');
+  const t = translateDovecot(JSON.parse(caps[7]!.body), opts);
+  assert.ok(t.ok && t.request.protocol === 'pop3' && t.request.cid === undefined && t.request.cidProblem === undefined);
+});
+
+test('duplicate tls key: Dovecot\'s own boolean (the last) wins; a malformed CID field is explained', () => {
+  const [cap] = readDovecotCapture('dovecot-2.3.19-duplicate-tls-key.jsonl');
+  const body = JSON.parse(cap!.body);
+  assert.is(body.tls, false);
+  const t = translateDovecot(body, { idFields: ['x-cid'], stage: 'before_auth' });
+  assert.ok(t.ok);
+  if (!t.ok) return;
+  assert.is(t.request.tls, false);
+  assert.is(t.request.cid, undefined);
+  assert.match(t.request.cidProblem!, /malformed CID in IMAP ID field x-cid: CID has no space between type and token/);
+  assert.not.ok(t.request.cidProblem!.includes('reject-nomsg'));
+});
+
+test('SMTP AUTH via Postfix SASL: "secured" means the SMTP session uses TLS', () => {
+  const [cap] = readDovecotCapture('dovecot-2.3.19-smtp-via-postfix-sasl.jsonl');
+  const t = translateDovecot(JSON.parse(cap!.body), opts);
+  assert.ok(t.ok);
+  if (!t.ok) return;
+  assert.is(t.request.protocol, 'smtp');
+  assert.is(t.request.tls, true);
+  assert.is(t.request.sessionId, undefined);
+});
+
+test('bodies that are not usable are refused with a reason', () => {
+  assert.equal(translateDovecot([], opts), { ok: false, error: 'body is not a JSON object' });
+  assert.equal(translateDovecot(null, opts), { ok: false, error: 'body is not a JSON object' });
+  const nologin = translateDovecot({ protocol: 'imap' }, opts);
+  assert.is(nologin.ok, false);
+  const mapped = translateDovecot({ login: 'Bob@Example.COM', remote: '::ffff:192.0.2.1', protocol: 'IMAP' }, opts);
+  assert.ok(mapped.ok && mapped.request.user === 'bob@example.com' && mapped.request.remote === '192.0.2.1' && mapped.request.protocol === 'imap');
+});
+
+test('commands come from the query or the path', () => {
+  assert.is(commandFromPath('/?command=allow'), 'allow');
+  assert.is(commandFromPath('/policy?x=1&command=report'), 'report');
+  assert.is(commandFromPath('/command/allow'), 'allow');
+  assert.is(commandFromPath('/command/report/'), 'report');
+  assert.is(commandFromPath('/?command=evil'), null);
+  assert.is(commandFromPath('/'), null);
+});
+
+test.run();
