@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { cidlockAsync } from './helpers/cli.js';
+import { cidlock, cidlockAsync } from './helpers/cli.js';
 import { tempDir } from './helpers/tmp.js';
 
 interface Daemon { proc: ChildProcess; lines: Array<Record<string, unknown>>; waitFor(pred: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>> }
@@ -79,6 +79,23 @@ test('serve: admin /healthz on loopback, SIGHUP reloads, an invalid reload keeps
     d.proc.kill('SIGTERM');
     assert.is(await exit, 0);
     assert.ok(d.lines.some((l) => l.event === 'stopped'));
+  } finally {
+    d.proc.kill('SIGKILL');
+  }
+});
+
+test('serve: devices added with the CLI reach the running daemon without a restart', async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, GOOD);
+  const d = startServe(cfg);
+  try {
+    const addr = String((await d.waitFor((l) => l.event === 'listening', 'listening')).address);
+    assert.is(JSON.parse((await get(addr, '/healthz')).body).devices, 0);
+    const add = cidlock(['devices', 'add', 'alice@example.com', 'UUID serve-test-1', '--config', cfg]);
+    assert.is(add.status, 0, add.stderr);
+    await d.waitFor((l) => l.event === 'registry_reloaded', 'registry_reloaded');
+    assert.is(JSON.parse((await get(addr, '/healthz')).body).devices, 1);
   } finally {
     d.proc.kill('SIGKILL');
   }

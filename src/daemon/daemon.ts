@@ -35,6 +35,8 @@ function fmt(a: AddressInfo): string {
 
 const sameAddress = (a: ListenAddress | null, b: ListenAddress | null) => JSON.stringify(a) === JSON.stringify(b);
 
+const REGISTRY_POLL_MS = 1000;
+
 /** Listeners that later releases provide; until then the daemon says so instead of pretending. */
 const NOT_YET: readonly ListenerName[] = ['dovecot', 'postfix', 'socketmap'];
 
@@ -63,6 +65,18 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   for (const name of NOT_YET) {
     if (listenAt[name] !== null) logger.log('warn', 'listener_unavailable', { listener: name, note: 'this version of cidlock does not serve this listener yet' });
   }
+  // CLI edits (devices add, users set) reach the running daemon within a second: one stat() per tick.
+  let refreshFailed = false;
+  const refresher = setInterval(() => {
+    try {
+      if (engine.registry.refresh()) logger.log('info', 'registry_reloaded', { devices: engine.registry.size().devices });
+      refreshFailed = false;
+    } catch (err) {
+      if (!refreshFailed) logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
+      refreshFailed = true;
+    }
+  }, REGISTRY_POLL_MS);
+  refresher.unref();
   const size = registry.size();
   logger.log('info', 'started', { rules: opts.rules.file, state_dir: opts.rules.stateDir, users: size.users, devices: size.devices });
 
@@ -96,6 +110,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       return true;
     },
     async close() {
+      clearInterval(refresher);
       await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
         s.close(() => resolve());
         (s as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();

@@ -44,7 +44,7 @@ export function usersCommand(argv: string[], io: Io): number {
     return 0;
   }
   const from = (s: Source | undefined) => (s === undefined ? '' : `  (${s.path})`);
-  const row = (k: string, v: string, key = k) => io.out(`  ${k.padEnd(18)}${v}${from(eff.sources[key])}`);
+  const row = (k: string, v: string, key = k) => io.out(`  ${k.padEnd(22)}${v}${from(eff.sources[key])}`);
   io.out(`${user}`);
   row('mode', eff.mode);
   row('require_tls', String(eff.require_tls));
@@ -55,7 +55,7 @@ export function usersCommand(argv: string[], io: Io): number {
   row('networks', `[${eff.networks.map((n) => n.text).join(', ')}]`);
   row('learn.max_devices', String(eff.learn.max_devices));
   row('learn.until', eff.learn.until === null ? 'null' : new Date(eff.learn.until).toISOString());
-  io.out(`  devices (${devices.length}):`);
-  for (const line of deviceRows(devices.map((d) => [user, d]), false)) io.out(`    ${line}`);
+  io.out(`  devices (${devices.length})${devices.length === 0 ? ': none registered' : ':'}`);
+  if (devices.length > 0) for (const line of deviceRows(devices.map((d) => [user, d]), false)) io.out(`    ${line}`);
   return 0;
 }

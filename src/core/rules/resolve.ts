@@ -82,23 +82,43 @@ function applyLayer(eff: EffectivePolicy & { sources: Record<string, Source> }, 
  * Merges built-in defaults < `policy:` < `domains:` < registry settings < `users:`, key by key,
  * remembering which layer set each key so a decision can say why.
  */
-export function effectivePolicy(rules: Rules, user: string, registry?: RegistryUserSettings): EffectivePolicy {
-  const sources: Record<string, Source> = {};
-  const eff: EffectivePolicy & { sources: Record<string, Source> } = {
-    ...BUILTIN_POLICY,
-    protocols: BUILTIN_POLICY.protocols,
-    learn: { ...BUILTIN_POLICY.learn },
-    sources,
-  };
-  for (const key of ['mode', 'require_tls', 'message', 'vouch_ttl', 'device_types', 'networks', 'learn.max_devices', 'learn.until', ...PROTOCOLS.map((p) => `protocols.${p}`)]) {
-    sources[key] = { layer: 'default', path: `policy.${key} (built-in default)` };
+type Mutable = EffectivePolicy & { sources: Record<string, Source> };
+
+function copy(eff: EffectivePolicy): Mutable {
+  return { ...eff, learn: { ...eff.learn }, sources: { ...eff.sources } };
+}
+
+// The server layer is the same for every request under one Rules object: merge it once.
+const serverLevel = new WeakMap<Rules, EffectivePolicy>();
+
+function serverPolicy(rules: Rules): EffectivePolicy {
+  let eff = serverLevel.get(rules);
+  if (eff === undefined) {
+    const sources: Record<string, Source> = {};
+    for (const key of ['mode', 'require_tls', 'message', 'vouch_ttl', 'device_types', 'networks', 'learn.max_devices', 'learn.until', ...PROTOCOLS.map((p) => `protocols.${p}`)]) {
+      sources[key] = { layer: 'default', path: `policy.${key} (built-in default)` };
+    }
+    const m: Mutable = { ...BUILTIN_POLICY, protocols: BUILTIN_POLICY.protocols, learn: { ...BUILTIN_POLICY.learn }, sources };
+    applyLayer(m, rules.policy, 'server', 'policy');
+    eff = m;
+    serverLevel.set(rules, eff);
   }
-  applyLayer(eff, rules.policy, 'server', 'policy');
+  return eff;
+}
+
+/**
+ * Merges built-in defaults < `policy:` < `domains:` < registry settings < `users:`, key by key,
+ * remembering which layer set each key so a decision can say why.
+ */
+export function effectivePolicy(rules: Rules, user: string, registry?: RegistryUserSettings): EffectivePolicy {
+  const base = serverPolicy(rules);
   const domain = domainOf(user);
   const dl = domain === '' ? undefined : rules.domains.get(domain);
+  const ul = rules.users.get(user);
+  if (dl === undefined && ul === undefined && registry?.mode === undefined) return base;
+  const eff = copy(base);
   if (dl !== undefined) applyLayer(eff, dl, 'domain', `domains[${q(domain)}]`);
   if (registry?.mode !== undefined) applyLayer(eff, { mode: registry.mode }, 'registry', `registry users[${q(user)}]`);
-  const ul = rules.users.get(user);
   if (ul !== undefined) applyLayer(eff, ul, 'user', `users[${q(user)}]`);
   return eff;
 }
