@@ -1,53 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { cidlock, cidlockAsync } from './helpers/cli.js';
+import { httpGet as get, startServe } from './helpers/daemon.js';
 import { tempDir } from './helpers/tmp.js';
-
-interface Daemon { proc: ChildProcess; lines: Array<Record<string, unknown>>; waitFor(pred: (l: Record<string, unknown>) => boolean, what: string): Promise<Record<string, unknown>> }
-
-function startServe(cfg: string): Daemon {
-  const proc = cidlockAsync(['serve', '--config', cfg]);
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
-  let buf = '';
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop()!;
-    for (const p of parts) {
-      const l = JSON.parse(p) as Record<string, unknown>; // every stdout line must be JSON
-      lines.push(l);
-      for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(l); }
-    }
-  });
-  return {
-    proc,
-    lines,
-    waitFor(pred, what) {
-      const seen = lines.find(pred);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}; log so far:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)), 15_000);
-        waiters.push({ pred, resolve: (l) => { clearTimeout(t); resolve(l); } });
-      });
-    },
-  };
-}
-
-function get(address: string, path: string): Promise<{ status: number; body: string }> {
-  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
-  return new Promise((resolve, reject) => {
-    request({ host, port, path, method: 'GET', agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    }).on('error', reject).end();
-  });
-}
 
 const GOOD = 'listen:\n  admin: 127.0.0.1:0\n  dovecot: off\n  postfix: off\n  socketmap: off\npolicy:\n  mode: monitor\n';
 
@@ -104,11 +61,11 @@ test('serve: devices added with the CLI reach the running daemon without a resta
 test('serve: says which listeners this version does not serve yet, instead of pretending', async () => {
   const dir = tempDir();
   const cfg = join(dir, 'cidlock.yaml');
-  writeFileSync(cfg, 'listen:\n  admin: 127.0.0.1:0\n  dovecot: 127.0.0.1:0\n  postfix: off\n  socketmap: off\n');
+  writeFileSync(cfg, 'listen:\n  admin: 127.0.0.1:0\n  dovecot: off\n  postfix: 127.0.0.1:0\n  socketmap: off\n');
   const d = startServe(cfg);
   try {
     const w = await d.waitFor((l) => l.event === 'listener_unavailable', 'listener_unavailable');
-    assert.is(w.listener, 'dovecot');
+    assert.is(w.listener, 'postfix');
   } finally {
     d.proc.kill('SIGKILL');
   }

@@ -12,6 +12,7 @@ SYNOPSIS
      cidlock test    [-c FILE] --user USER --protocol PROTO [options]
      cidlock users   (set USER --mode MODE | show USER) [-c FILE]
      cidlock devices (list | add | remove | import) ... [-c FILE]
+     cidlock config  dovecot [--dovecot 2.3|2.4] [-c FILE]
      cidlock help    [COMMAND]
 
 DESCRIPTION
@@ -205,5 +206,35 @@ EXAMPLES
      cidlock devices add alice@example.com "UUID 23bf83be-aad7-46aa-9e0f-39191ccf402f" --label laptop
      cidlock devices add alice@example.com --cert alice-phone.pem --label phone
      cidlock devices remove alice@example.com 3f9a21c07d1e
+`,
+  config: `NAME
+     cidlock config - print the lines to add to your mail servers' configuration
+
+SYNOPSIS
+     cidlock config dovecot [--dovecot 2.3|2.4] [--nonce TEXT] [-c FILE]
+
+DESCRIPTION
+     Prints the dovecot.conf settings that send every login to cidlock
+     before the password is checked, filled in from the rules file: the
+     policy URL from listen.dovecot, the API key header from dovecot.api_key,
+     the request attributes cidlock reads, and imap_id_retain = yes so the
+     CID a client sends in the IMAP ID reaches cidlock. Save the output as
+     /etc/dovecot/conf.d/95-cidlock.conf and run "doveadm reload".
+
+     The fail-open versus fail-closed choice (auth_policy_reject_on_fail) is
+     printed commented out, with its trade-off.
+
+OPTIONS
+     --dovecot VERSION   2.3 (Debian 12, the default) or 2.4 (block syntax,
+                         renamed variables, fail_type)
+     --nonce TEXT        auth_policy_hash_nonce; default: a fresh random value.
+                         Use the same value on every Dovecot server of a cluster.
+${CONFIG}
+
+EXIT STATUS
+     0 success, 2 usage or rules error.
+
+EXAMPLES
+     cidlock config dovecot -c /etc/cidlock/cidlock.yaml > /etc/dovecot/conf.d/95-cidlock.conf
 `,
 };

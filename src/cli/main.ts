@@ -1,6 +1,7 @@
 import { RegistryError } from '../core/registry/types.js';
 import { UsageError } from './args.js';
 import { checkCommand } from './commands/check.js';
+import { configCommand } from './commands/config.js';
 import { devicesCommand } from './commands/devices.js';
 import { serveCommand } from './commands/serve.js';
 import { testCommand } from './commands/test.js';
@@ -14,6 +15,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => number | Promise<numb
   test: testCommand,
   users: usersCommand,
   devices: devicesCommand,
+  config: configCommand,
 };
 
 export async function main(argv: string[], io: Io = stdio): Promise<number> {

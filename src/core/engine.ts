@@ -7,7 +7,7 @@ import { effectivePolicy } from './rules/resolve.js';
 import type { Rules } from './rules/types.js';
 import { createVouchStore, type VouchStore } from './vouches.js';
 
-export interface ReportOutcome {
+export interface SuccessOutcome {
   vouched: boolean;
   learned?: { device: string; status: 'added' | 'exists' | 'full' };
 }
@@ -22,29 +22,57 @@ export interface Engine {
   readonly vouches: VouchStore;
   decide(req: AuthRequest): Decision;
   /** A login finished successfully: vouch for its address and register a learned device. */
-  reportSuccess(req: AuthRequest, decision?: Decision): ReportOutcome;
+  reportSuccess(req: AuthRequest, decision?: Decision): SuccessOutcome;
+  /** A login failed: wrong password, unknown user, or refused by cidlock. Attack defences hook in here. */
+  reportFailure(req: AuthRequest, info: FailureInfo): void;
+  readonly stats: Readonly<EngineStats>;
   /** Swaps in new rules between requests; the caller has validated them. */
   setRules(rules: Rules): void;
 }
 
-export function createEngine(opts: { rules: Rules; registry: Registry; logger: Logger; now?: () => number; vouches?: VouchStore }): Engine {
+export interface FailureInfo {
+  /** The failure was cidlock's own refusal, not a wrong password. */
+  policyReject: boolean;
+}
+
+export interface EngineStats {
+  decisions: number;
+  successes: number;
+  failures: number;
+  policyRejects: number;
+}
+
+export interface EngineOptions {
+  rules: Rules;
+  registry: Registry;
+  logger: Logger;
+  now?: () => number;
+  vouches?: VouchStore;
+  onFailure?: (req: AuthRequest, info: FailureInfo, now: number) => void;
+}
+
+export function createEngine(opts: EngineOptions): Engine {
   let rules = opts.rules;
   const { registry, logger } = opts;
   const now = opts.now ?? Date.now;
   const vouches = opts.vouches ?? createVouchStore();
+  const stats: EngineStats = { decisions: 0, successes: 0, failures: 0, policyRejects: 0 };
 
   return {
     get rules() { return rules; },
     registry,
     vouches,
+    stats,
     decide(req) {
       const d = decide(req, { rules, registry, vouches, now: now() });
+      stats.decisions++;
       logger.log(d.action === 'allow' && !d.would_reject ? 'info' : 'warn', 'decision', decisionRecord(req, d));
       return d;
     },
     reportSuccess(req, decision) {
       const d = decision ?? decide(req, { rules, registry, vouches, now: now() });
-      const out: ReportOutcome = { vouched: false };
+      stats.successes++;
+      const out: SuccessOutcome = { vouched: false };
       let device = d.proven;
       if (d.learn !== undefined) {
         const input = d.learn.kind === 'cid'
@@ -62,6 +90,11 @@ export function createEngine(opts: { rules: Rules; registry: Registry; logger: L
         out.vouched = ttl > 0;
       }
       return out;
+    },
+    reportFailure(req, info) {
+      stats.failures++;
+      if (info.policyReject) stats.policyRejects++;
+      opts.onFailure?.(req, info, now());
     },
     setRules(next) {
       rules = next;

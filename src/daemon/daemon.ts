@@ -6,6 +6,7 @@ import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } f
 import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry } from '../core/registry/registry.js';
 import { createAdminServer } from '../admin/server.js';
+import { createDovecotServer } from '../dovecot-policy/server.js';
 
 export interface Daemon {
   readonly engine: Engine;
@@ -38,7 +39,7 @@ const sameAddress = (a: ListenAddress | null, b: ListenAddress | null) => JSON.s
 const REGISTRY_POLL_MS = 1000;
 
 /** Listeners that later releases provide; until then the daemon says so instead of pretending. */
-const NOT_YET: readonly ListenerName[] = ['dovecot', 'postfix', 'socketmap'];
+const NOT_YET: readonly ListenerName[] = ['postfix', 'socketmap'];
 
 export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
   const { logger } = opts;
@@ -56,6 +57,12 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       });
       servers.push(admin);
       addresses.admin = await listen(admin, adminAddr);
+    }
+    const dovecotAddr = listenAt.dovecot;
+    if (dovecotAddr !== null) {
+      const dovecot = createDovecotServer({ engine, logger });
+      servers.push(dovecot);
+      addresses.dovecot = await listen(dovecot, dovecotAddr);
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));

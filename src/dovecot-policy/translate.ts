@@ -12,10 +12,29 @@ export interface DovecotBody {
   protocol?: unknown;
   device_id?: unknown;
   session_id?: unknown;
+  pwhash?: unknown;
   tls?: unknown;
   success?: unknown;
   policy_reject?: unknown;
+  fail_type?: unknown;
+  secured?: unknown;
   attrs?: unknown;
+}
+
+/** What a report says about the login's outcome, for Dovecot 2.3 (policy_reject) and 2.4 (fail_type). */
+export interface ReportOutcome {
+  success: boolean;
+  policyReject: boolean;
+  failType: string;
+}
+
+export function reportOutcome(body: DovecotBody): ReportOutcome {
+  const failType = typeof body.fail_type === 'string' && !body.fail_type.startsWith('UNSUPPORTED_VARIABLE') ? body.fail_type : '';
+  return {
+    success: body.success === true,
+    policyReject: body.policy_reject === true || failType === 'policy',
+    failType,
+  };
 }
 
 export type Translated = { ok: true; request: AuthRequest } | { ok: false; error: string };
@@ -32,11 +51,12 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
   const login = text(b.login).toLowerCase();
   if (login === '') return { ok: false, error: 'no login in the request (is login=%{requested_username} in auth_policy_request_attributes?)' };
   const attrs = typeof b.attrs === 'object' && b.attrs !== null ? (b.attrs as Record<string, unknown>) : {};
-  const secured = text(attrs.secured);
+  // attrs/secured in 2.3 configurations; a flat `secured` where nested keys are avoided (2.4).
+  const secured = text(attrs.secured) || text(b.secured);
   const protocol = text(b.protocol).toLowerCase() || 'other';
   // Dovecot's own `tls` is true only for real TLS; Postfix SASL sessions arrive with tls:false and
   // secured=secured when the SMTP session is encrypted.
-  const tls = b.tls === true || secured === 'TLS' || (protocol === 'smtp' && secured === 'secured');
+  const tls = b.tls === true || b.tls === 'TLS' || secured === 'TLS' || (protocol === 'smtp' && secured === 'secured');
   const req: AuthRequest = {
     protocol,
     user: login,

@@ -12,6 +12,7 @@ export function cidlock(args: string[], opts: { input?: string; env?: Record<str
     input: opts.input ?? '',
     encoding: 'utf8',
     env: { ...process.env, CIDLOCK_CONFIG: '', ...opts.env },
+    cwd: repoRoot,
     timeout: 30_000,
   });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };

@@ -1,0 +1,22 @@
+import { randomBytes } from 'node:crypto';
+import { dovecotSnippet, type DovecotVersion } from '../../dovecot-policy/config-snippet.js';
+import { CONFIG_OPTION, configPath, parseCommand, UsageError } from '../args.js';
+import { loadRulesOrExit, type Io } from '../context.js';
+import { HELP } from '../help.js';
+
+const OPTIONS = { ...CONFIG_OPTION, dovecot: { type: 'string' }, nonce: { type: 'string' } } as const;
+
+export function configCommand(argv: string[], io: Io): number {
+  const [target, ...rest] = argv;
+  if (target === undefined || target === '--help' || target === '-h' || target === 'help') return io.out(HELP.config!), 0;
+  const { values } = parseCommand(rest, OPTIONS, { min: 0, max: 0, names: '' });
+  if (values.help) return io.out(HELP.config!), 0;
+  if (target !== 'dovecot') throw new UsageError(`unknown target ${JSON.stringify(target)} (this version prints: dovecot)`);
+  const version = (values.dovecot ?? '2.3') as DovecotVersion;
+  if (version !== '2.3' && version !== '2.4') throw new UsageError('--dovecot must be 2.3 or 2.4');
+  if (values.nonce !== undefined && !/^[\x21-\x7e]{8,128}$/.test(values.nonce)) throw new UsageError('--nonce: 8 to 128 printable characters without spaces');
+  const file = configPath(values.config);
+  const rules = loadRulesOrExit(file, io);
+  io.out(dovecotSnippet(rules, { version, nonce: values.nonce ?? randomBytes(16).toString('hex'), source: file }));
+  return 0;
+}

@@ -1,0 +1,139 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Engine } from '../core/engine.js';
+import type { Logger } from '../core/log.js';
+import { answerFor } from './answer.js';
+import { keyMatches } from './api-key.js';
+import { createPendingLogins, loginKey } from './pending.js';
+import { commandFromPath, reportOutcome, translateDovecot, type DovecotBody } from './translate.js';
+
+export interface DovecotServerLimits {
+  maxBodyBytes: number;
+  /** Longer than Dovecot's own 10 s idle time, so Dovecot always closes first and never hits a reset. */
+  keepAliveMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  maxConnections: number;
+}
+
+export const DOVECOT_LIMITS: DovecotServerLimits = {
+  maxBodyBytes: 64 * 1024,
+  keepAliveMs: 65_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 15_000,
+  maxConnections: 1024,
+};
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+function send(res: ServerResponse, status: number, body: unknown, close = false): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, close ? { ...JSON_HEADERS, connection: 'close' } : JSON_HEADERS);
+  res.end(text);
+}
+
+/**
+ * The HTTP server Dovecot's auth_policy_* settings talk to. A thin shell: parsing and decisions
+ * live in translate.ts and the core; this file only moves bytes and bounds them.
+ */
+export function createDovecotServer(opts: { engine: Engine; logger: Logger; limits?: Partial<DovecotServerLimits> }): Server {
+  const { engine, logger } = opts;
+  const limits = { ...DOVECOT_LIMITS, ...opts.limits };
+  const pending = createPendingLogins();
+
+  const bad = (req: IncomingMessage, res: ServerResponse, status: number, reason: string, close = false) => {
+    logger.log('warn', 'dovecot_bad_request', { status, reason, peer: req.socket.remoteAddress });
+    send(res, status, { error: reason }, close);
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse, raw: Buffer) => {
+    const command = commandFromPath(req.url ?? '/');
+    if (command === null) return bad(req, res, 404, 'expected ?command=allow or ?command=report');
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      return bad(req, res, 400, 'body is not valid JSON');
+    }
+    const t = translateDovecot(body, { idFields: engine.rules.dovecot.idFields, stage: command === 'allow' ? 'before_auth' : 'report' });
+    if (!t.ok) return bad(req, res, 400, t.error);
+    const b = body as DovecotBody;
+    const key = loginKey(b);
+
+    if (command === 'report') {
+      // Answer first: Dovecot never reads it, and the report must not hold the connection.
+      send(res, 200, {});
+      const p = pending.get(key);
+      pending.delete(key);
+      const outcome = reportOutcome(b);
+      if (outcome.success) {
+        engine.reportSuccess({ ...t.request, stage: 'report' }, p?.decision);
+      } else {
+        engine.reportFailure(t.request, { policyReject: outcome.policyReject });
+      }
+      return;
+    }
+
+    const p = pending.get(key);
+    if (p !== undefined && !p.afterAuthSeen) {
+      // The after-auth call of a login already decided before auth: same answer, counted once.
+      p.afterAuthSeen = true;
+      return send(res, 200, answerFor(p.decision));
+    }
+    const decision = engine.decide(t.request);
+    pending.set(key, { decision, afterAuthSeen: false });
+    send(res, 200, answerFor(decision));
+  };
+
+  const server = createServer(
+    { maxHeaderSize: 16 * 1024, headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, keepAlive: true },
+    (req, res) => {
+      const apiKey = engine.rules.dovecot.apiKey;
+      if (apiKey !== '' && !keyMatches(apiKey, req.headers)) {
+        req.resume();
+        return bad(req, res, 401, 'missing or wrong API key', true);
+      }
+      if (req.method !== 'POST') {
+        req.resume();
+        res.setHeader('allow', 'POST');
+        return bad(req, res, 405, 'only POST is served here');
+      }
+      const declared = Number(req.headers['content-length'] ?? 0);
+      if (declared > limits.maxBodyBytes) {
+        req.resume();
+        return bad(req, res, 413, `body larger than ${limits.maxBodyBytes} bytes`, true);
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let over = false;
+      req.on('data', (c: Buffer) => {
+        if (over) return;
+        size += c.length;
+        if (size > limits.maxBodyBytes) {
+          over = true;
+          bad(req, res, 413, `body larger than ${limits.maxBodyBytes} bytes`, true);
+          return;
+        }
+        chunks.push(c);
+      });
+      req.on('end', () => {
+        if (over) return;
+        try {
+          handle(req, res, Buffer.concat(chunks, size));
+        } catch (err) {
+          logger.log('error', 'dovecot_internal_error', { error: (err as Error).message });
+          if (!res.headersSent) send(res, 500, { error: 'internal error' });
+        }
+      });
+    },
+  );
+  server.keepAliveTimeout = limits.keepAliveMs;
+  server.maxConnections = limits.maxConnections;
+  server.on('clientError', (err, socket) => {
+    // Malformed HTTP, oversized headers, timeouts: answer if the socket still can, never crash.
+    const code = (err as NodeJS.ErrnoException).code;
+    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    if (socket.writable) socket.end(`HTTP/1.1 ${status} Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    else socket.destroy();
+  });
+  return server;
+}

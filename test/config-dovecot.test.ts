@@ -1,0 +1,44 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { cidlock } from './helpers/cli.js';
+import { repoRoot } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
+
+test('config dovecot (2.3) fills in the URL, API key header, attributes and imap_id_retain from the rules', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'listen:\n  dovecot: "[::1]:9425"\ndovecot:\n  api_key: "s3cret-key-0123456789"\n');
+  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'n0nce-n0nce']);
+  assert.is(r.status, 0, r.stderr);
+  const lines = r.stdout.split('\n');
+  assert.ok(lines.includes('auth_policy_server_url = http://[::1]:9425/'));
+  assert.ok(lines.includes('auth_policy_server_api_header = X-API-Key: s3cret-key-0123456789'));
+  assert.ok(lines.includes('auth_policy_hash_nonce = n0nce-n0nce'));
+  assert.ok(lines.includes('imap_id_retain = yes'));
+  assert.ok(lines.includes('#auth_policy_reject_on_fail = yes'));
+  assert.ok(lines.some((l) => /^auth_policy_request_attributes = login=%\{requested_username\} .*device_id=%\{client_id\} protocol=%s .*attrs\/secured=%\{secured\}/.test(l)));
+  assert.not.ok(r.stdout.includes('UNSUPPORTED') || r.stdout.includes('%{fail_type}'), '2.3 has no fail_type');
+});
+
+test('config dovecot --dovecot 2.4 prints the block syntax with renamed variables and fail_type', () => {
+  const r = cidlock(['config', 'dovecot', '--config', join(repoRoot, 'examples', 'cidlock.yaml'), '--dovecot', '2.4']);
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /auth_policy_request_attributes \{\n  login = %\{requested_username\}\n/);
+  assert.match(r.stdout, /  remote = %\{remote_ip\}\n/);
+  assert.match(r.stdout, /  protocol = %\{protocol\}\n/);
+  assert.match(r.stdout, /  fail_type = %\{fail_type\}\n/);
+  assert.match(r.stdout, /auth_policy \{\n  http_client_request_absolute_timeout = 2s\n\}/);
+  assert.not.ok(r.stdout.includes('auth_policy_server_timeout_msecs'));
+  assert.match(r.stdout, /auth_policy_hash_nonce = [0-9a-f]{32}\n/);
+  assert.is(cidlock(['config', 'dovecot', '--dovecot', '2.5', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
+  assert.is(cidlock(['config', 'sendmail', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
+});
+
+test('examples/dovecot/95-cidlock.conf is what the generator prints for the example rules', () => {
+  const r = cidlock(['config', 'dovecot', '--config', 'examples/cidlock.yaml', '--nonce', 'CHANGE-ME-to-a-random-string']);
+  const example = readFileSync(join(repoRoot, 'examples', 'dovecot', '95-cidlock.conf'), 'utf8');
+  assert.is(example.replace(' (replace the nonce)', ''), r.stdout);
+});
+
+test.run();

@@ -1,0 +1,182 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { createEngine, type Engine } from '../src/core/engine.js';
+import { jsonLogger } from '../src/core/log.js';
+import { fileStore } from '../src/core/registry/file-store.js';
+import { openRegistry } from '../src/core/registry/registry.js';
+import { createDovecotServer } from '../src/dovecot-policy/server.js';
+import { post } from './helpers/http.js';
+import { readDovecotCapture } from './helpers/paths.js';
+import { rulesFrom } from './helpers/tmp.js';
+
+const LAPTOP = { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' };
+
+async function start(yaml: string): Promise<{ port: number; engine: Engine; server: Server; logs: Array<Record<string, unknown>>; stop: () => Promise<void> }> {
+  const rules = rulesFrom(yaml);
+  const logs: Array<Record<string, unknown>> = [];
+  const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
+  const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger });
+  const server = createDovecotServer({ engine, logger });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port, engine, server, logs,
+    stop: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+test('the real IMAP/POP3 capture, replayed in order, gets the answers enforce mode requires', async () => {
+  const s = await start('policy: { mode: enforce }\n');
+  s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  try {
+    const caps = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl');
+    const answers: string[] = [];
+    for (const c of caps) answers.push((await post(s.port, c.path, c.body)).body);
+    const REFUSED = '{"status":-1,"msg":""}';
+    assert.equal(answers, [
+      '{"status":0}', '{}', // registered laptop over TLS; its successful report vouches for 127.0.0.1
+      REFUSED, '{}', // the same CID sent without TLS is ignored
+      REFUSED, REFUSED, '{}', // no CID: imap accepts only [cid]; the after-auth call gets the same answer
+      '{"status":0}', '{"status":0}', '{}', // pop3 from the same address, vouched by the laptop
+    ]);
+    // Before-auth and after-auth calls of one login are decided once.
+    assert.is(s.engine.stats.decisions, 4);
+    assert.is(s.logs.filter((l) => l.event === 'decision').length, 4);
+    assert.is(s.engine.stats.successes, 3);
+    assert.is(s.engine.stats.failures, 1);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('SMTP AUTH through Postfix SASL is vouched by a recent IMAP login from the same address', async () => {
+  const s = await start('policy: { mode: enforce }\n');
+  s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  try {
+    const smtp = readDovecotCapture('dovecot-2.3.19-smtp-via-postfix-sasl.jsonl');
+    assert.is((await post(s.port, smtp[0]!.path, smtp[0]!.body)).body, '{"status":-1,"msg":""}', 'no vouch yet');
+    await post(s.port, smtp[2]!.path, smtp[2]!.body.replace('"success":true', '"success":false').replace('"policy_reject":false', '"policy_reject":true'));
+    const imap = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl');
+    await post(s.port, imap[0]!.path, imap[0]!.body);
+    await post(s.port, imap[1]!.path, imap[1]!.body);
+    assert.is((await post(s.port, smtp[0]!.path, smtp[0]!.body)).body, '{"status":0}');
+    assert.is(s.engine.stats.policyRejects, 1);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('a configured message is sent to refused clients; monitor mode answers 0 and logs would_reject', async () => {
+  const s = await start('policy: { mode: enforce, message: "Use a registered device" }\nusers:\n  bob@example.com: { mode: monitor }\n');
+  try {
+    const body = JSON.stringify({ login: 'alice@example.com', protocol: 'imap', remote: '192.0.2.1', device_id: '', tls: true });
+    assert.equal(JSON.parse((await post(s.port, '/?command=allow', body)).body), { status: -1, msg: 'Use a registered device' });
+    const bob = body.replace('alice', 'bob');
+    assert.equal(JSON.parse((await post(s.port, '/command/allow', bob)).body), { status: 0 });
+    const line = s.logs.filter((l) => l.event === 'decision').pop()!;
+    assert.is(line.would_reject, true);
+    assert.is(line.user, 'bob@example.com');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('learn mode: a successful report registers the device; the next unknown device past max_devices is refused', async () => {
+  const s = await start('policy: { mode: learn, learn: { max_devices: 1 } }\n');
+  try {
+    const mk = (cid: string, session: string) => JSON.stringify({ login: 'carol@example.com', protocol: 'imap', remote: '198.51.100.4', session_id: session, device_id: `"clientid" "${cid}" "name" "Thunderbird"`, pwhash: '0abc', tls: true });
+    assert.is((await post(s.port, '/?command=allow', mk('UUID first', 's1'))).body, '{"status":0}');
+    const report = JSON.parse(mk('UUID first', 's1'));
+    await post(s.port, '/?command=report', JSON.stringify({ ...report, success: true, policy_reject: false }));
+    const dev = s.engine.registry.findCid('carol@example.com', { type: 'UUID', token: 'first' });
+    assert.ok(dev);
+    assert.is(dev!.source, 'learn');
+    assert.is((await post(s.port, '/?command=allow', mk('UUID second', 's2'))).body, '{"status":-1,"msg":""}');
+    assert.is((await post(s.port, '/?command=allow', mk('UUID first', 's3'))).body, '{"status":0}');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('Dovecot 2.4 bodies: fail_type instead of policy_reject, tls as text', async () => {
+  const s = await start('policy: { mode: enforce }\n');
+  try {
+    const body = { login: 'a@b.c', protocol: 'imap', remote: '::ffff:192.0.2.7', session_id: 'x', device_id: '', pwhash: '0123', tls: 'TLS', secured: 'TLS' };
+    assert.is((await post(s.port, '/?command=allow', JSON.stringify(body))).body, '{"status":-1,"msg":""}');
+    assert.is((await post(s.port, '/?command=report', JSON.stringify({ ...body, success: false, fail_type: 'policy' }))).body, '{}');
+    assert.is(s.engine.stats.policyRejects, 1);
+    await post(s.port, '/?command=report', JSON.stringify({ ...body, success: false, fail_type: 'credentials' }));
+    assert.is(s.engine.stats.policyRejects, 1);
+    assert.is(s.engine.stats.failures, 2);
+    assert.is(s.logs.find((l) => l.event === 'decision')!.remote, '192.0.2.7');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('API key: X-API-Key, Bearer and Basic password accepted; missing or wrong key is 401', async () => {
+  const key = 'k3y-0123456789abcdef';
+  const s = await start(`dovecot: { api_key: "${key}" }\npolicy: { mode: off }\n`);
+  try {
+    const body = JSON.stringify({ login: 'a@b.c', protocol: 'imap' });
+    assert.is((await post(s.port, '/?command=allow', body)).status, 401);
+    assert.is((await post(s.port, '/?command=allow', body, { headers: { 'x-api-key': 'wrong' } })).status, 401);
+    assert.is((await post(s.port, '/?command=allow', body, { headers: { 'x-api-key': ` ${key}` } })).status, 200);
+    assert.is((await post(s.port, '/?command=allow', body, { headers: { authorization: `Bearer ${key}` } })).status, 200);
+    const basic = Buffer.from(`dovecot:${key}`).toString('base64');
+    assert.is((await post(s.port, '/?command=allow', body, { headers: { authorization: `Basic ${basic}` } })).status, 200);
+    assert.is((await post(s.port, '/?command=allow', body, { headers: { authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` } })).status, 401);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('bad input gets a protocol-correct answer and the server goes on serving', async () => {
+  const s = await start('policy: { mode: off }\n');
+  try {
+    const ok = JSON.stringify({ login: 'a@b.c', protocol: 'imap' });
+    assert.is((await post(s.port, '/?command=allow', '{"login": ')).status, 400);
+    assert.is((await post(s.port, '/?command=allow', '[1,2]')).status, 400);
+    assert.is((await post(s.port, '/?command=allow', '{"protocol":"imap"}')).status, 400);
+    assert.is((await post(s.port, '/?command=frob', ok)).status, 404);
+    assert.is((await post(s.port, '/?command=allow', '', { method: 'GET' })).status, 405);
+    const big = JSON.stringify({ login: 'a@b.c', pad: 'x'.repeat(70_000) });
+    const r = await post(s.port, '/?command=allow', big);
+    assert.is(r.status, 413);
+    assert.is(r.headers.connection, 'close');
+    // Raw garbage that is not HTTP at all.
+    await new Promise<void>((resolve) => {
+      const sock = connect(s.port, '127.0.0.1', () => sock.write('\x16\x03\x01 not http\r\n\r\n'));
+      let got = '';
+      sock.on('data', (d) => (got += d));
+      sock.on('close', () => { assert.match(got, /^HTTP\/1\.1 400/); resolve(); });
+    });
+    assert.is((await post(s.port, '/?command=allow', ok)).body, '{"status":0}');
+    assert.ok(s.logs.filter((l) => l.event === 'dovecot_bad_request').length >= 5);
+    assert.not.ok(JSON.stringify(s.logs).includes('xxxxxxxxxx'), 'a request body was logged');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('keep-alive: many requests on one connection, and hundreds of parallel connections', async () => {
+  const s = await start('policy: { mode: monitor }\n');
+  try {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const body = (i: number) => JSON.stringify({ login: `u${i}@b.c`, protocol: 'imap', remote: '192.0.2.9', session_id: `s${i}` });
+    const seq = [];
+    for (let i = 0; i < 20; i++) seq.push(await post(s.port, '/?command=allow', body(i), { agent }));
+    assert.ok(seq.slice(1).every((r) => r.reused && r.status === 200), 'requests did not share one connection');
+    agent.destroy();
+    const parallel = await Promise.all(Array.from({ length: 300 }, (_, i) => post(s.port, '/?command=allow', body(1000 + i))));
+    assert.ok(parallel.every((r) => r.body === '{"status":0}'));
+    assert.is(s.engine.stats.decisions, 320);
+  } finally {
+    await s.stop();
+  }
+});
+
+test.run();

@@ -1,0 +1,256 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { join } from 'node:path';
+import { cidlock } from '../helpers/cli.js';
+import { startServe, type ServeProcess } from '../helpers/daemon.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const SBIN = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+function which(name: string): string | null {
+  for (const d of [...(process.env.PATH ?? '').split(':'), ...SBIN]) {
+    if (d && existsSync(join(d, name))) return join(d, name);
+  }
+  return null;
+}
+
+/**
+ * End-to-end tests need the real servers. Under CI=true a missing one is a failure with the
+ * reason; on a developer machine the test says loudly that it did not run.
+ */
+export function requireTools(test: string, names: string[]): boolean {
+  const missing = names.filter((n) => which(n) === null);
+  if (missing.length === 0) return true;
+  const msg = `e2e "${test}": ${missing.join(', ')} not found; .ci/run installs them (apt-get install dovecot-imapd dovecot-pop3d postfix openssl)`;
+  if (process.env.CI === 'true') throw new Error(msg);
+  process.stderr.write(`\n*** SKIPPED: ${msg} ***\n`);
+  return false;
+}
+
+/**
+ * Servers that daemonize keep inherited pipes open, so their output goes to a file: waiting on a
+ * pipe would wait for the daemon to exit.
+ */
+function runDaemonStart(cmd: string, args: string[], outFile: string): { status: number | null; output: string } {
+  const fd = openSync(outFile, 'w');
+  try {
+    const r = spawnSync(cmd, args, { stdio: ['ignore', fd, fd], timeout: 30_000 });
+    return { status: r.status, output: readFileSync(outFile, 'utf8') };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export async function waitForPort(port: number, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on port ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A test folder the servers' unprivileged users can read (mktemp makes 0700 folders). */
+export function serverDir(): string {
+  const d = tempDir('cidlock-e2e-');
+  chmodSync(d, 0o755);
+  return d;
+}
+
+export function selfSigned(dir: string, name: string, cn: string): { cert: string; key: string } {
+  const cert = join(dir, `${name}.pem`);
+  const key = join(dir, `${name}.key`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${cn}`], { stdio: 'ignore' });
+  chmodSync(key, 0o644);
+  return { cert, key };
+}
+
+export interface Dovecot {
+  imapPort: number;
+  pop3Port: number;
+  authSocket: string;
+  log(): string;
+  stop(): void;
+}
+
+/** A private Dovecot 2.3: passwd-file users, self-signed TLS, high ports, temp dirs, cidlock's snippet included. */
+export async function startDovecot(o: { dir: string; users: Record<string, string>; snippet: string }): Promise<Dovecot> {
+  const d = join(o.dir, 'dovecot');
+  mkdirSync(join(d, 'run'), { recursive: true });
+  mkdirSync(join(d, 'state'), { recursive: true });
+  mkdirSync(join(d, 'home'), { recursive: true });
+  for (const p of [d, join(d, 'run'), join(d, 'state')]) chmodSync(p, 0o755);
+  chownSync(join(d, 'home'), 65534, 65534);
+  const tls = selfSigned(d, 'server', 'mail.example.test');
+  writeFileSync(join(d, 'users'), Object.entries(o.users).map(([u, p]) => `${u}:{PLAIN}${p}::::::`).join('\n') + '\n', { mode: 0o644 });
+  const imapPort = await freePort();
+  const pop3Port = await freePort();
+  const conf = join(d, 'dovecot.conf');
+  writeFileSync(conf, `
+base_dir = ${d}/run
+state_dir = ${d}/state
+log_path = ${d}/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <${tls.cert}
+ssl_key = <${tls.key}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_debug = yes
+auth_cache_size = 0
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${d}/users
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=${d}/home/%u
+}
+mail_location = maildir:~/Maildir
+service imap-login {
+  inet_listener imap {
+    port = ${imapPort}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = ${pop3Port}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service auth {
+  unix_listener ${d}/auth-sasl {
+    mode = 0666
+  }
+}
+${o.snippet}
+`);
+  const r = runDaemonStart('dovecot', ['-c', conf], join(d, 'start.out'));
+  if (r.status !== 0) throw new Error(`dovecot did not start: ${r.output}`);
+  await waitForPort(imapPort, 'dovecot imap');
+  await waitForPort(pop3Port, 'dovecot pop3');
+  return {
+    imapPort,
+    pop3Port,
+    authSocket: join(d, 'auth-sasl'),
+    log: () => (existsSync(join(d, 'dovecot.log')) ? readFileSync(join(d, 'dovecot.log'), 'utf8') : ''),
+    stop: () => { spawnSync('dovecot', ['-c', conf, 'stop'], { stdio: 'ignore' }); },
+  };
+}
+
+export interface Postfix {
+  smtpPort: number;
+  log(): string;
+  stop(): void;
+}
+
+/** A private Postfix 3.7 instance: own config, queue and data dirs, maillog_file, no chroot, loopback only. */
+export async function startPostfix(o: { dir: string; saslPath: string; mainExtra?: string; smtpdOptions?: string[] }): Promise<Postfix> {
+  const d = join(o.dir, 'postfix');
+  for (const sub of ['etc', 'queue', 'data']) mkdirSync(join(d, sub), { recursive: true });
+  chmodSync(d, 0o755);
+  execFileSync('chown', ['postfix', join(d, 'data')]);
+  const tls = selfSigned(d, 'smtpd', 'mx.example.test');
+  const smtpPort = await freePort();
+  const etc = join(d, 'etc');
+  writeFileSync(join(etc, 'main.cf'), `
+compatibility_level = 3.6
+queue_directory = ${d}/queue
+data_directory = ${d}/data
+maillog_file = ${d}/maillog
+maillog_file_prefixes = ${d}
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = mx.example.test
+mydestination =
+alias_maps =
+alias_database =
+local_transport = discard
+default_transport = discard
+relay_transport = discard
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = ${tls.cert}
+smtpd_tls_key_file = ${tls.key}
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = ${o.saslPath}
+smtpd_tls_auth_only = yes
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+${o.mainExtra ?? ''}
+`);
+  writeFileSync(join(etc, 'master.cf'), `
+${smtpPort} inet n - n - - smtpd ${(o.smtpdOptions ?? []).map((x) => `-o ${x}`).join(' ')}
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`);
+  const r = runDaemonStart('postfix', ['-c', etc, 'start'], join(d, 'start.out'));
+  if (r.status !== 0) throw new Error(`postfix did not start (${r.status}): ${r.output}`);
+  await waitForPort(smtpPort, 'postfix smtpd');
+  return {
+    smtpPort,
+    log: () => (existsSync(join(d, 'maillog')) ? readFileSync(join(d, 'maillog'), 'utf8') : ''),
+    stop: () => { spawnSync('postfix', ['-c', etc, 'stop'], { stdio: 'ignore' }); },
+  };
+}
+
+export interface Cidlock extends ServeProcess {
+  cfg: string;
+  dovecotPort: number;
+}
+
+/** cidlock serve with the given rules, its Dovecot listener on a free loopback port. */
+export async function startCidlock(dir: string, rulesYaml: string, dovecotPort?: number): Promise<Cidlock> {
+  const port = dovecotPort ?? (await freePort());
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, `listen:\n  dovecot: 127.0.0.1:${port}\n  admin: 127.0.0.1:0\n  postfix: off\n  socketmap: off\n${rulesYaml}`);
+  const serve = startServe(cfg);
+  await serve.address('dovecot');
+  return Object.assign(serve, { cfg, dovecotPort: port });
+}
+
+/** The dovecot.conf lines exactly as an operator gets them from `cidlock config dovecot`. */
+export function dovecotSnippetFor(cfg: string): string {
+  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789']);
+  if (r.status !== 0) throw new Error(`cidlock config dovecot failed: ${r.stderr}`);
+  return r.stdout;
+}
