@@ -7,19 +7,21 @@ import { createEngine, type Engine } from '../src/core/engine.js';
 import { jsonLogger } from '../src/core/log.js';
 import { fileStore } from '../src/core/registry/file-store.js';
 import { openRegistry } from '../src/core/registry/registry.js';
-import { createDovecotServer } from '../src/dovecot-policy/server.js';
+import { createDovecotServer, type DovecotServerLimits } from '../src/dovecot-policy/server.js';
+import { answerFor, MAX_DELAY_SECONDS } from '../src/dovecot-policy/answer.js';
+import type { Decision } from '../src/core/decide.js';
 import { post } from './helpers/http.js';
 import { readDovecotCapture } from './helpers/paths.js';
 import { rulesFrom } from './helpers/tmp.js';
 
 const LAPTOP = { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' };
 
-async function start(yaml: string): Promise<{ port: number; engine: Engine; server: Server; logs: Array<Record<string, unknown>>; stop: () => Promise<void> }> {
+async function start(yaml: string, limits?: Partial<DovecotServerLimits>): Promise<{ port: number; engine: Engine; server: Server; logs: Array<Record<string, unknown>>; stop: () => Promise<void> }> {
   const rules = rulesFrom(yaml);
   const logs: Array<Record<string, unknown>> = [];
   const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
   const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger });
-  const server = createDovecotServer({ engine, logger });
+  const server = createDovecotServer({ engine, logger, ...(limits ? { limits } : {}) });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -177,6 +179,44 @@ test('keep-alive: many requests on one connection, and hundreds of parallel conn
   } finally {
     await s.stop();
   }
+});
+
+test('a client that never finishes its headers is answered 408 and closed by the header timeout', async () => {
+  const s = await start('policy: { mode: off }\n', { headersTimeoutMs: 300, requestTimeoutMs: 600 });
+  try {
+    const got = await new Promise<string>((resolve) => {
+      const sock = connect(s.port, '127.0.0.1', () => sock.write('POST /?command=allow HTTP/1.1\r\nHost: x\r\n'));
+      let data = '';
+      sock.on('data', (d) => (data += d));
+      sock.on('close', () => resolve(data));
+    });
+    assert.match(got, /^HTTP\/1\.1 408/);
+    assert.is((await post(s.port, '/?command=allow', JSON.stringify({ login: 'a@b.c' }))).body, '{"status":0}');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('the capture with a duplicate "tls" key is answered using Dovecot\'s own boolean (the last)', async () => {
+  const s = await start('policy: { mode: enforce, require_tls: true }\ndovecot: { id_fields: [x-cid] }\n');
+  try {
+    const [cap] = readDovecotCapture('dovecot-2.3.19-duplicate-tls-key.jsonl');
+    assert.is((await post(s.port, cap!.path, cap!.body)).body, '{"status":-1,"msg":""}');
+    const line = s.logs.find((l) => l.event === 'decision')!;
+    assert.is(line.tls, false);
+    assert.match(JSON.stringify(line.evidence), /malformed CID in IMAP ID field x-cid/);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('answers: delays are capped well below Dovecot\'s auth timeout; tempfail refuses this attempt', () => {
+  const base = { mode: 'enforce', would_reject: false, reason: 'no_device_proof', rule: 'r', layer: 'server', why: '', evidence: [], protocol: { name: 'imap', rule: ['cid'], from: '' }, message: 'm' } as unknown as Decision;
+  assert.equal(answerFor({ ...base, action: 'delay', seconds: 5 }), { status: 5 });
+  assert.equal(answerFor({ ...base, action: 'delay', seconds: 9999 }), { status: MAX_DELAY_SECONDS });
+  assert.equal(answerFor({ ...base, action: 'delay', seconds: 0 }), { status: 1 });
+  assert.equal(answerFor({ ...base, action: 'tempfail' }), { status: -1, msg: 'm' });
+  assert.equal(answerFor({ ...base, action: 'allow', would_reject: true }), { status: 0 });
 });
 
 test.run();

@@ -85,7 +85,14 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; limi
   };
 
   const server = createServer(
-    { maxHeaderSize: 16 * 1024, headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, keepAlive: true },
+    {
+      maxHeaderSize: 16 * 1024,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // How often Node enforces the two timeouts above; its default (30 s) would let them slip.
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+      keepAlive: true,
+    },
     (req, res) => {
       const apiKey = engine.rules.dovecot.apiKey;
       if (apiKey !== '' && !keyMatches(apiKey, req.headers)) {
