@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { cidlock, cidlockAsync } from './helpers/cli.js';
 import { httpGet as get, startServe } from './helpers/daemon.js';
 import { tempDir } from './helpers/tmp.js';
@@ -58,14 +59,21 @@ test('serve: devices added with the CLI reach the running daemon without a resta
   }
 });
 
-test('serve: says which listeners this version does not serve yet, instead of pretending', async () => {
+test('serve: every configured listener comes up on loopback, and SIGTERM closes persistent connections', async () => {
   const dir = tempDir();
   const cfg = join(dir, 'cidlock.yaml');
-  writeFileSync(cfg, 'listen:\n  admin: 127.0.0.1:0\n  dovecot: off\n  postfix: 127.0.0.1:0\n  socketmap: off\n');
+  writeFileSync(cfg, 'listen:\n  admin: 127.0.0.1:0\n  dovecot: 127.0.0.1:0\n  postfix: 127.0.0.1:0\n  socketmap: 127.0.0.1:0\n');
   const d = startServe(cfg);
   try {
-    const w = await d.waitFor((l) => l.event === 'listener_unavailable', 'listener_unavailable');
-    assert.is(w.listener, 'postfix');
+    for (const name of ['admin', 'dovecot', 'postfix', 'socketmap']) assert.match(await d.address(name), /^127\.0\.0\.1:\d+$/, name);
+    const policy = await d.address('postfix');
+    const sock = connect(Number(policy.split(':')[1]), '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    await d.waitFor((l) => l.event === 'postfix_connection', 'postfix_connection');
+    const started = Date.now();
+    assert.is(await d.stop(), 0);
+    assert.ok(Date.now() - started < 5000, 'an idle Postfix connection held up the stop');
+    sock.destroy();
   } finally {
     d.proc.kill('SIGKILL');
   }

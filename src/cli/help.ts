@@ -12,7 +12,7 @@ SYNOPSIS
      cidlock test    [-c FILE] --user USER --protocol PROTO [options]
      cidlock users   (set USER --mode MODE | show USER) [-c FILE]
      cidlock devices (list | add | remove | import) ... [-c FILE]
-     cidlock config  dovecot [--dovecot 2.3|2.4] [-c FILE]
+     cidlock config  (dovecot [--dovecot 2.3|2.4] | postfix) [-c FILE]
      cidlock help    [COMMAND]
 
 DESCRIPTION
@@ -212,6 +212,7 @@ EXAMPLES
 
 SYNOPSIS
      cidlock config dovecot [--dovecot 2.3|2.4] [--nonce TEXT] [-c FILE]
+     cidlock config postfix [-c FILE]
 
 DESCRIPTION
      Prints the dovecot.conf settings that send every login to cidlock
@@ -223,6 +224,12 @@ DESCRIPTION
 
      The fail-open versus fail-closed choice (auth_policy_reject_on_fail) is
      printed commented out, with its trade-off.
+
+     "postfix" prints the main.cf lines (check_policy_service with its
+     default_action, fail-open and fail-closed variants, and the socketmap
+     tables client and sasl, placed before permit_sasl_authenticated), then,
+     after a "### master.cf" line, a submission service on port 587 with TLS,
+     client certificates (smtpd_tls_ask_ccert) and Dovecot SASL.
 
 OPTIONS
      --dovecot VERSION   2.3 (Debian 12, the default) or 2.4 (block syntax,
@@ -236,5 +243,6 @@ EXIT STATUS
 
 EXAMPLES
      cidlock config dovecot -c /etc/cidlock/cidlock.yaml > /etc/dovecot/conf.d/95-cidlock.conf
+     cidlock config postfix -c /etc/cidlock/cidlock.yaml
 `,
 };

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { decide, type Decision } from './decide.js';
 import { decisionRecord } from './explain.js';
 import type { Logger } from './log.js';
@@ -25,6 +26,14 @@ export interface Engine {
   reportSuccess(req: AuthRequest, decision?: Decision): SuccessOutcome;
   /** A login failed: wrong password, unknown user, or refused by cidlock. Attack defences hook in here. */
   reportFailure(req: AuthRequest, info: FailureInfo): void;
+  /**
+   * A TLS client certificate was presented from this address (Postfix at EHLO after STARTTLS).
+   * Remembered briefly so the SASL login that follows on the same connection can count it.
+   */
+  noteClientCertificate(remote: string, fingerprints: readonly string[]): void;
+  recentClientCertificate(remote: string): readonly string[];
+  /** Whether the attack defences currently refuse this client address (Postfix's client table). */
+  addressVerdict(remote: string): AddressVerdict | undefined;
   readonly stats: Readonly<EngineStats>;
   /** Swaps in new rules between requests; the caller has validated them. */
   setRules(rules: Rules): void;
@@ -33,6 +42,11 @@ export interface Engine {
 export interface FailureInfo {
   /** The failure was cidlock's own refusal, not a wrong password. */
   policyReject: boolean;
+}
+
+export interface AddressVerdict {
+  action: 'reject' | 'defer';
+  text: string;
 }
 
 export interface EngineStats {
@@ -49,7 +63,12 @@ export interface EngineOptions {
   now?: () => number;
   vouches?: VouchStore;
   onFailure?: (req: AuthRequest, info: FailureInfo, now: number) => void;
+  /** The attack defences' view of an address; none flags any address until they are configured. */
+  addressVerdict?: (remote: string, now: number) => AddressVerdict | undefined;
 }
+
+/** Long enough to cover STARTTLS, EHLO and AUTH of one SMTP connection; short enough not to leak to the next. */
+export const CERT_MEMORY_MS = 30_000;
 
 export function createEngine(opts: EngineOptions): Engine {
   let rules = opts.rules;
@@ -57,6 +76,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const now = opts.now ?? Date.now;
   const vouches = opts.vouches ?? createVouchStore();
   const stats: EngineStats = { decisions: 0, successes: 0, failures: 0, policyRejects: 0 };
+  const certsSeen = new LRUCache<string, { fps: readonly string[]; at: number }>({ max: 100_000 });
 
   return {
     get rules() { return rules; },
@@ -95,6 +115,16 @@ export function createEngine(opts: EngineOptions): Engine {
       stats.failures++;
       if (info.policyReject) stats.policyRejects++;
       opts.onFailure?.(req, info, now());
+    },
+    noteClientCertificate(remote, fps) {
+      if (fps.length > 0) certsSeen.set(remote, { fps, at: now() });
+    },
+    recentClientCertificate(remote) {
+      const seen = certsSeen.get(remote);
+      return seen !== undefined && now() - seen.at <= CERT_MEMORY_MS ? seen.fps : [];
+    },
+    addressVerdict(remote) {
+      return opts.addressVerdict?.(remote, now());
     },
     setRules(next) {
       rules = next;

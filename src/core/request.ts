@@ -26,4 +26,6 @@ export interface AuthRequest {
   stage: string;
   /** The server's session id, for correlating log lines. */
   sessionId?: string;
+  /** Which adapter connection carried the request (e.g. "postfix#3"), for the log. */
+  via?: string;
 }

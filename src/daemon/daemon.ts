@@ -1,4 +1,4 @@
-import type { AddressInfo, Server } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import { createEngine, type Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { loadRulesFile } from '../core/rules/load.js';
@@ -7,6 +7,9 @@ import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry } from '../core/registry/registry.js';
 import { createAdminServer } from '../admin/server.js';
 import { createDovecotServer } from '../dovecot-policy/server.js';
+import { createPolicyServer } from '../postfix-policy/policy-server.js';
+import { createSocketmapServer } from '../postfix-policy/socketmap-server.js';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 
 export interface Daemon {
   readonly engine: Engine;
@@ -17,7 +20,16 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // absent: nothing to remove
+  }
+}
+
 function listen(server: Server, addr: ListenAddress): Promise<string> {
+  if ('path' in addr) removeStaleSocket(addr.path);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     const done = () => {
@@ -25,7 +37,8 @@ function listen(server: Server, addr: ListenAddress): Promise<string> {
       const a = server.address();
       resolve(typeof a === 'string' ? `unix:${a}` : a === null ? '?' : fmt(a));
     };
-    if ('path' in addr) server.listen(addr.path, done);
+    // Postfix's smtpd (user postfix) must reach a unix socket: run cidlock in group postfix.
+    if ('path' in addr) server.listen(addr.path, () => { chmodSync(addr.path, 0o660); done(); });
     else server.listen(addr.port, addr.host, done);
   });
 }
@@ -38,8 +51,6 @@ const sameAddress = (a: ListenAddress | null, b: ListenAddress | null) => JSON.s
 
 const REGISTRY_POLL_MS = 1000;
 
-/** Listeners that later releases provide; until then the daemon says so instead of pretending. */
-const NOT_YET: readonly ListenerName[] = ['postfix', 'socketmap'];
 
 export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
   const { logger } = opts;
@@ -47,6 +58,16 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   const engine = createEngine({ rules: opts.rules, registry, logger });
   const servers: Server[] = [];
   const addresses: Partial<Record<ListenerName, string>> = {};
+  const sockets = new Map<Server, Set<Socket>>();
+  const track = (srv: Server) => {
+    const set = new Set<Socket>();
+    sockets.set(srv, set);
+    servers.push(srv);
+    srv.on('connection', (sock: Socket) => {
+      set.add(sock);
+      sock.on('close', () => set.delete(sock));
+    });
+  };
   let listenAt = opts.rules.listen;
 
   try {
@@ -55,23 +76,26 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       const admin = createAdminServer({
         health: () => ({ ok: true, detail: { rules: engine.rules.file, devices: engine.registry.size().devices } }),
       });
-      servers.push(admin);
+      track(admin);
       addresses.admin = await listen(admin, adminAddr);
     }
-    const dovecotAddr = listenAt.dovecot;
-    if (dovecotAddr !== null) {
-      const dovecot = createDovecotServer({ engine, logger });
-      servers.push(dovecot);
-      addresses.dovecot = await listen(dovecot, dovecotAddr);
+    const make: Record<Exclude<ListenerName, 'admin'>, () => Server> = {
+      dovecot: () => createDovecotServer({ engine, logger }),
+      postfix: () => createPolicyServer({ engine, logger }),
+      socketmap: () => createSocketmapServer({ engine, logger }),
+    };
+    for (const name of ['dovecot', 'postfix', 'socketmap'] as const) {
+      const addr = listenAt[name];
+      if (addr === null) continue;
+      const server = make[name]();
+      track(server);
+      addresses[name] = await listen(server, addr);
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     throw err;
   }
   for (const [name, addr] of Object.entries(addresses)) logger.log('info', 'listening', { listener: name, address: addr });
-  for (const name of NOT_YET) {
-    if (listenAt[name] !== null) logger.log('warn', 'listener_unavailable', { listener: name, note: 'this version of cidlock does not serve this listener yet' });
-  }
   // CLI edits (devices add, users set) reach the running daemon within a second: one stat() per tick.
   let refreshFailed = false;
   const refresher = setInterval(() => {
@@ -118,9 +142,10 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     },
     async close() {
       clearInterval(refresher);
-      await Promise.all(servers.map((s) => new Promise<void>((resolve) => {
-        s.close(() => resolve());
-        (s as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      await Promise.all(servers.map((srv) => new Promise<void>((resolve) => {
+        srv.close(() => resolve());
+        // Postfix and Dovecot keep connections open for minutes; a stop must not wait for them.
+        for (const sock of sockets.get(srv) ?? []) sock.destroy();
       })));
     },
   };

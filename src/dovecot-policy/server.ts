@@ -58,6 +58,11 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; limi
     if (!t.ok) return bad(req, res, 400, t.error);
     const b = body as DovecotBody;
     const key = loginKey(b);
+    // SMTP AUTH through Dovecot SASL carries no certificate; Postfix saw it at EHLO (policy service).
+    if ((t.request.protocol === 'smtp' || t.request.protocol === 'submission') && t.request.remote !== null && t.request.certFingerprints.length === 0) {
+      const fps = engine.recentClientCertificate(t.request.remote);
+      if (fps.length > 0) t.request.certFingerprints = fps;
+    }
 
     if (command === 'report') {
       // Answer first: Dovecot never reads it, and the report must not hold the connection.

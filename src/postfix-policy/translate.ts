@@ -5,21 +5,22 @@ import type { PolicyAttributes } from './attributes.js';
 
 export type PostfixTranslated =
   | { kind: 'decide'; request: AuthRequest }
-  | { kind: 'skip'; why: string }; // answered DUNNO without a decision
+  | { kind: 'skip'; why: string; remote: string | null; certFingerprints: string[] }; // answered DUNNO without a decision
 
 /** Postfix sessions without SASL authentication are not cidlock's business: it is not a spam filter. */
 export function translatePostfix(attrs: PolicyAttributes): PostfixTranslated {
   const user = (attrs.get('sasl_username') ?? '').toLowerCase();
-  if (user === '') return { kind: 'skip', why: 'session is not authenticated (no sasl_username): DUNNO' };
   const fps: string[] = [];
   for (const name of ['ccert_pubkey_fingerprint', 'ccert_fingerprint']) {
     const fp = normalizeFingerprint(attrs.get(name) ?? '');
     if (fp !== null && !fps.includes(fp)) fps.push(fp);
   }
+  const remote = normalizeIp(attrs.get('client_address') ?? '');
+  if (user === '') return { kind: 'skip', why: 'session is not authenticated (no sasl_username): DUNNO', remote, certFingerprints: fps };
   const request: AuthRequest = {
     protocol: 'smtp',
     user,
-    remote: normalizeIp(attrs.get('client_address') ?? ''),
+    remote,
     tls: (attrs.get('encryption_protocol') ?? '') !== '',
     certFingerprints: fps,
     stage: attrs.get('protocol_state') || 'unknown',

@@ -25,18 +25,21 @@ let dir = '';
 let cl: Cidlock;
 let dv: Dovecot;
 
-test.before(async () => {
-  if (!ready) return;
+// uvu swallows errors thrown in before() hooks, so setup runs inside the first test that needs it.
+let setupOnce: Promise<void> | undefined;
+const setup = () => (setupOnce ??= doSetup());
+
+async function doSetup(): Promise<void> {
   dir = serverDir();
   cl = await startCidlock(dir, RULES);
   const add = cidlock(['devices', 'add', 'alice@example.com', LAPTOP, '--label', 'laptop', '--config', cl.cfg]);
   if (add.status !== 0) throw new Error(add.stderr);
   await cl.waitFor((l) => l.event === 'registry_reloaded', 'the daemon to see the new device');
   dv = await startDovecot({ dir, users: USERS, snippet: dovecotSnippetFor(cl.cfg) });
-});
+}
 
 test.after(async () => {
-  if (!ready) return;
+  if (!ready || setupOnce === undefined) return;
   dv?.stop();
   await cl?.stop();
 });
@@ -46,6 +49,7 @@ const passdbConsulted = (user: string, remote: string) => dv.log().includes(`pas
 
 test('1. enforce: a registered CID in the IMAP ID over STARTTLS logs in', async () => {
   if (!ready) return;
+  await setup();
   const r = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: true, id: [['clientid', LAPTOP], ['name', 'Thunderbird']], localAddress: '127.0.0.2' });
   assert.match(r.reply, /^OK .*Logged in/);
   const d = decisions('alice@example.com', '127.0.0.2');
@@ -55,6 +59,7 @@ test('1. enforce: a registered CID in the IMAP ID over STARTTLS logs in', async 
 
 test('2. an unregistered CID gets exactly the wrong-password reply, and the password is never checked', async () => {
   if (!ready) return;
+  await setup();
   const stranger = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: true, id: [['clientid', 'UUID 00000000-dead-beef-0000-000000000000']], localAddress: '127.0.0.3' });
   const wrongPw = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'guess', starttls: true, id: [['clientid', LAPTOP]], localAddress: '127.0.0.4' });
   const unknownUser = await imapLogin(dv.imapPort, { user: 'nobody@other.example', pass: 'guess', starttls: true, localAddress: '127.0.0.5' });
@@ -70,6 +75,7 @@ test('2. an unregistered CID gets exactly the wrong-password reply, and the pass
 
 test('3. a registered CID sent without TLS is not honoured while require_tls', async () => {
   if (!ready) return;
+  await setup();
   const r = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: false, id: [['clientid', LAPTOP]], localAddress: '127.0.0.6' });
   assert.is(r.reply, FAILED);
   const d = decisions('alice@example.com', '127.0.0.6')[0]!;
@@ -79,6 +85,7 @@ test('3. a registered CID sent without TLS is not honoured while require_tls', a
 
 test('4. monitor mode: logged in, and the decision line says would_reject', async () => {
   if (!ready) return;
+  await setup();
   const r = await imapLogin(dv.imapPort, { user: 'mona@example.com', pass: 'mona-pw', starttls: true, id: [['clientid', 'UUID mona-unknown']], localAddress: '127.0.0.7' });
   assert.match(r.reply, /Logged in/);
   const d = decisions('mona@example.com', '127.0.0.7')[0]!;
@@ -89,6 +96,7 @@ test('4. monitor mode: logged in, and the decision line says would_reject', asyn
 
 test('5. learn mode: the first new CID is registered on disk and survives a restart; one past max_devices is refused', async () => {
   if (!ready) return;
+  await setup();
   const first = await imapLogin(dv.imapPort, { user: 'lena@example.com', pass: 'lena-pw', starttls: true, id: [['clientid', 'UUID lena-phone'], ['name', 'K-9 Mail']], localAddress: '127.0.0.8' });
   assert.match(first.reply, /Logged in/);
   await cl.waitFor((l) => l.event === 'device_learned' && l.user === 'lena@example.com', 'device_learned');
@@ -109,6 +117,7 @@ test('5. learn mode: the first new CID is registered on disk and survives a rest
 
 test('6. POP3 and SMTP AUTH are vouched by a just-approved IMAP login from the same address, and only then', async () => {
   if (!ready) return;
+  await setup();
   if (!requireTools('postfix end-to-end', ['postfix'])) return;
   let pf: Postfix | undefined;
   try {

@@ -1,5 +1,6 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { readFileSync } from 'node:fs';
 
 /** A line-oriented conversation over a real socket, upgradable to TLS in place (STARTTLS). */
 export interface Conversation {
@@ -67,7 +68,8 @@ export async function converse(port: number, opts: { localAddress?: string; time
     async startTls() {
       sock.removeListener('data', onData);
       sock = await new Promise<TLSSocket>((resolve, reject) => {
-        const t = tlsConnect({ socket: sock as Socket, rejectUnauthorized: false, ...(opts.cert ?? {}) }, () => resolve(t));
+        const cert = opts.cert === undefined ? {} : { cert: readFileSync(opts.cert.cert), key: readFileSync(opts.cert.key) };
+        const t = tlsConnect({ socket: sock as Socket, rejectUnauthorized: false, ...cert }, () => resolve(t));
         t.once('error', reject);
       });
       attach(sock);
@@ -150,6 +152,53 @@ export async function smtpAuth(port: number, o: { user: string; pass: string; lo
     const r = await reply();
     c.send('QUIT');
     return r;
+  } finally {
+    setTimeout(() => c.close(), 50);
+  }
+}
+
+export interface SmtpTransaction { from: string; rcpts: string[] }
+export interface SmtpResult { ehlo: string; auth?: string; transactions: Array<{ mail: string; rcpts: string[] }> }
+
+/**
+ * A submission client: STARTTLS (with a client certificate when given), optional AUTH PLAIN,
+ * then one or more MAIL/RCPT transactions separated by RSET. Stops at the first failed step.
+ */
+export async function smtpSession(port: number, o: { cert?: { cert: string; key: string }; auth?: { user: string; pass: string }; localAddress?: string; transactions: SmtpTransaction[] }): Promise<SmtpResult> {
+  const c = await converse(port, { ...(o.localAddress ? { localAddress: o.localAddress } : {}), ...(o.cert ? { cert: o.cert } : {}) });
+  const reply = async () => (await c.readUntil((l) => /^\d{3} /.test(l))).pop()!;
+  const out: SmtpResult = { ehlo: '', transactions: [] };
+  try {
+    await reply();
+    c.send('EHLO client.example');
+    await reply();
+    c.send('STARTTLS');
+    await reply();
+    await c.startTls();
+    c.send('EHLO client.example');
+    out.ehlo = await reply();
+    if (!out.ehlo.startsWith('250')) return out;
+    if (o.auth) {
+      c.send(`AUTH PLAIN ${Buffer.from(`\0${o.auth.user}\0${o.auth.pass}`).toString('base64')}`);
+      out.auth = await reply();
+      if (!out.auth.startsWith('235')) return out;
+    }
+    for (const [i, t] of o.transactions.entries()) {
+      if (i > 0) {
+        c.send('RSET');
+        await reply();
+      }
+      c.send(`MAIL FROM:<${t.from}>`);
+      const tr = { mail: await reply(), rcpts: [] as string[] };
+      out.transactions.push(tr);
+      if (!tr.mail.startsWith('250')) continue;
+      for (const r of t.rcpts) {
+        c.send(`RCPT TO:<${r}>`);
+        tr.rcpts.push(await reply());
+      }
+    }
+    c.send('QUIT');
+    return out;
   } finally {
     setTimeout(() => c.close(), 50);
   }

@@ -29,6 +29,8 @@ export interface Registry {
   findCid(user: string, cid: Cid): Device | undefined;
   /** First registered device among the given normalised fingerprints (public key first, then certificate). */
   findCert(user: string, fingerprints: readonly string[]): Device | undefined;
+  /** Whether any user registered this certificate (public-key) fingerprint. */
+  certRegistered(fingerprint: string): boolean;
   users(): IterableIterator<string>;
   size(): { users: number; devices: number };
   add(user: string, input: DeviceInput, source: DeviceSource, opts?: { maxDevices?: number; now?: Date }): AddResult;
@@ -46,19 +48,28 @@ export function cleanLabel(label: string | undefined): string {
   return (label ?? '').replace(/[\x00-\x1f\x7f]/g, ' ').trim().slice(0, LABEL_MAX);
 }
 
-function index(data: RegistryData): Map<string, IndexedUser> {
-  const out = new Map<string, IndexedUser>();
+interface Index {
+  users: Map<string, IndexedUser>;
+  certs: Set<string>;
+}
+
+function index(data: RegistryData): Index {
+  const users = new Map<string, IndexedUser>();
+  const certs = new Set<string>();
   for (const [name, record] of data.users) {
     const byHash = new Map<string, Device>();
-    for (const d of record.devices) byHash.set(d.hash, d);
-    out.set(name, { record, byHash });
+    for (const d of record.devices) {
+      byHash.set(d.hash, d);
+      if (d.kind === 'cert') certs.add(d.hash);
+    }
+    users.set(name, { record, byHash });
   }
-  return out;
+  return { users, certs };
 }
 
 /** Opens the registry; `create` allows making the CID secret (commands that only read pass false). */
 export function openRegistry(store: RegistryStore, opts: { create: boolean }): Registry {
-  let users = index(store.load());
+  let idx = index(store.load());
   let version = store.version();
   let secret = store.secret(false);
 
@@ -73,7 +84,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
   };
   const mutate = <T>(change: (data: RegistryData) => { result: T; write: boolean }): T => {
     const { result, data } = store.update(change);
-    users = index(data);
+    idx = index(data);
     version = store.version();
     return result;
   };
@@ -98,18 +109,18 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
   return {
     location: store.location,
     settings: (user) => {
-      const mode = users.get(user)?.record.mode;
+      const mode = idx.users.get(user)?.record.mode;
       return mode === undefined ? {} : { mode };
     },
-    devices: (user) => users.get(user)?.record.devices ?? [],
+    devices: (user) => idx.users.get(user)?.record.devices ?? [],
     cidHash: (cid) => (secret === null ? null : hashCid(cid, secret)),
     findCid(user, cid) {
-      const u = users.get(user);
+      const u = idx.users.get(user);
       if (u === undefined || secret === null) return undefined;
       return u.byHash.get(hashCid(cid, secret));
     },
     findCert(user, fingerprints) {
-      const u = users.get(user);
+      const u = idx.users.get(user);
       if (u === undefined) return undefined;
       for (const fp of fingerprints) {
         const d = u.byHash.get(fp);
@@ -117,11 +128,12 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       }
       return undefined;
     },
-    users: () => users.keys(),
+    users: () => idx.users.keys(),
+    certRegistered: (fp) => idx.certs.has(fp),
     size() {
       let devices = 0;
-      for (const u of users.values()) devices += u.record.devices.length;
-      return { users: users.size, devices };
+      for (const u of idx.users.values()) devices += u.record.devices.length;
+      return { users: idx.users.size, devices };
     },
     add(user, input, source, o = {}) {
       const hash = hashOf(input);
@@ -176,7 +188,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     refresh() {
       const v = store.version();
       if (v === version) return false;
-      users = index(store.load());
+      idx = index(store.load());
       version = v;
       secret = store.secret(false);
       return true;

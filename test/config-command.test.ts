@@ -41,4 +41,28 @@ test('examples/dovecot/95-cidlock.conf is what the generator prints for the exam
   assert.is(example.replace(' (replace the nonce)', ''), r.stdout);
 });
 
+test('config postfix fills in the policy and socketmap endpoints, with fail-open and fail-closed variants', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'listen:\n  postfix: 127.0.0.1:11031\n  socketmap: unix:/run/cidlock/maps.sock\n');
+  const r = cidlock(['config', 'postfix', '--config', cfg]);
+  assert.is(r.status, 0, r.stderr);
+  const [main, master] = r.stdout.split('### master.cf');
+  assert.ok(main!.includes('cidlock_policy = check_policy_service { inet:127.0.0.1:11031, timeout=10s, default_action=DUNNO }'));
+  assert.ok(main!.includes('#cidlock_policy = check_policy_service { inet:127.0.0.1:11031, timeout=10s, { default_action = 451 4.3.5 Policy service unavailable, try again later } }'));
+  assert.ok(main!.includes('cidlock_client = check_client_access socketmap:unix:/run/cidlock/maps.sock:client'));
+  assert.match(main!, /smtpd_relay_restrictions =\n {4}\$cidlock_policy,\n {4}permit_mynetworks,\n {4}permit_sasl_authenticated,/);
+  assert.match(master!, /\nsubmission inet n .* smtpd\n/);
+  for (const o of ['smtpd_tls_ask_ccert=yes', 'smtpd_sasl_type=dovecot', 'smtpd_delay_reject=no', 'smtpd_helo_restrictions=$cidlock_policy,permit', 'smtpd_relay_restrictions=$cidlock_policy,permit_sasl_authenticated,reject']) {
+    assert.ok(master!.includes(`  -o ${o}\n`), o);
+  }
+  assert.is(cidlock(['config', 'postfix', '--nonce', 'x', '--config', cfg]).status, 2);
+});
+
+test('examples/postfix/main.cf and master.cf are what the generator prints for the example rules', () => {
+  const r = cidlock(['config', 'postfix', '--config', 'examples/cidlock.yaml']);
+  const [main, master] = r.stdout.split('\n### master.cf\n\n');
+  assert.is(readFileSync(join(repoRoot, 'examples', 'postfix', 'main.cf'), 'utf8'), main);
+  assert.is(readFileSync(join(repoRoot, 'examples', 'postfix', 'master.cf'), 'utf8'), master);
+});
+
 test.run();
