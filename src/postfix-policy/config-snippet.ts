@@ -35,7 +35,8 @@ cidlock_policy = check_policy_service { ${policy}, timeout=10s, default_action=D
 #  sasl:   accounts whose rules say protocols: { smtp: deny }
 #  ccert:  client certificates registered to any user (OK DUNNO, else not found)
 # A table lookup has no default_action: while cidlock is unreachable, every restriction
-# list that uses one answers 451 4.3.0 (fail-closed), whatever cidlock_policy says.
+# list that uses one answers 451 4.3.5 "Server configuration error" (fail-closed),
+# whatever cidlock_policy says.
 cidlock_client = check_client_access socketmap:${maps}:client
 cidlock_sasl = check_sasl_access socketmap:${maps}:sasl
 
