@@ -17,7 +17,7 @@ import { rulesFrom } from './helpers/tmp.js';
 const LAPTOP = { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' };
 
 async function start(yaml: string, limits?: Partial<DovecotServerLimits>): Promise<{ port: number; engine: Engine; server: Server; logs: Array<Record<string, unknown>>; stop: () => Promise<void> }> {
-  const rules = rulesFrom(yaml);
+  const rules = rulesFrom(/^log:/m.test(yaml) ? yaml : `log: { decisions: all }\n${yaml}`);
   const logs: Array<Record<string, unknown>> = [];
   const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
   const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger });

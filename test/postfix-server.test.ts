@@ -18,7 +18,7 @@ const BLOCKS = CAPTURE.trim().split('\n\n').map((b) => `${b}\n\n`);
 const PUBKEY = '28fcdfa54bcc0a58ddfc1bcd1442bb9942105a5fc836790f2c9c1f0c62fc2fe4';
 
 async function start(yaml: string, kind: 'policy' | 'socketmap', extra: Partial<EngineOptions> = {}) {
-  const rules = rulesFrom(yaml);
+  const rules = rulesFrom(/^log:/m.test(yaml) ? yaml : `log: { decisions: all }\n${yaml}`);
   const logs: Array<Record<string, unknown>> = [];
   const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
   const engine: Engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger, ...extra });
@@ -184,9 +184,10 @@ test('netstrings: complete, partial, several in a row, and every kind of malform
 });
 
 test('socketmap tables: client, sasl and ccert, several requests per connection, PERM for unknown tables', async () => {
-  const s = await start('policy: { mode: enforce }\nusers:\n  blocked@example.com: { protocols: { smtp: deny }, message: "SMTP disabled" }\n  watch@example.com: { mode: monitor, protocols: { smtp: deny } }\n', 'socketmap', {
-    addressVerdict: (ip) => (ip === '203.0.113.66' ? { action: 'reject', text: 'too many failed logins' } : ip === '203.0.113.67' ? { action: 'defer', text: 'slow down' } : undefined),
-  });
+  const s = await start('policy: { mode: enforce }\nusers:\n  blocked@example.com: { protocols: { smtp: deny }, message: "SMTP disabled" }\n  watch@example.com: { mode: monitor, protocols: { smtp: deny } }\nlimits:\n  - { key: address, failures: 3, window: 10m, then: reject 1h }\n  - { key: address, failures: 2, window: 10m, then: delay 5s }\n', 'socketmap');
+  const fail = (remote: string) => s.engine.reportFailure({ protocol: 'imap', user: 'x@example.com', remote, tls: true, certFingerprints: [], stage: 'report' }, { policyReject: false });
+  for (let i = 0; i < 3; i++) fail('203.0.113.66');
+  for (let i = 0; i < 2; i++) fail('203.0.113.67');
   s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
   try {
     const c = await client(s.port);
@@ -199,8 +200,8 @@ test('socketmap tables: client, sasl and ccert, several requests per connection,
       return r.kind === 'ok' ? r.value.toString() : `(${r.kind})`;
     };
     assert.is(await ask('client 192.0.2.1'), 'NOTFOUND ');
-    assert.is(await ask('client 203.0.113.66'), 'OK REJECT 5.7.1 too many failed logins');
-    assert.is(await ask('client ::ffff:203.0.113.67'), 'OK DEFER_IF_PERMIT 4.7.1 slow down');
+    assert.is(await ask('client 203.0.113.66'), 'OK REJECT 5.7.1 too many failed logins from 203.0.113.66');
+    assert.is(await ask('client ::ffff:203.0.113.67'), 'OK DEFER_IF_PERMIT 4.7.1 too many failed logins from 203.0.113.67');
     assert.is(await ask('sasl Blocked@Example.com'), 'OK REJECT 5.7.1 SMTP disabled');
     assert.is(await ask('sasl watch@example.com'), 'NOTFOUND ');
     assert.is(await ask('sasl alice@example.com'), 'NOTFOUND ');

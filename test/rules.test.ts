@@ -9,7 +9,7 @@ import { fixturePath, repoRoot } from './helpers/paths.js';
 /** Each broken file and the exact lines an operator sees, relative to the fixture folder. */
 const BROKEN: Record<string, string[]> = {
   'bad-yaml-syntax.yaml': ['bad-yaml-syntax.yaml:2:1: YAML syntax: Flow map in block collection must be sufficiently indented and end with a }'],
-  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, dovecot, policy, domains, users); did you mean "policy"?'],
+  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, dovecot, policy, domains, users, limits, counters, alerts, audit, webhook, log, admin); did you mean "policy"?'],
   'bad-mode.yaml': ['bad-mode.yaml:3:11: domains["example.com"].mode: expected one of off, monitor, learn, enforce, got "enforced"'],
   'bad-evidence.yaml': ['bad-evidence.yaml:4:19: users["alice@example.com"].protocols.imap[1]: expected one of cid, cert, vouch, device_type, got "cidd"'],
   'bad-bool.yaml': ['bad-bool.yaml:2:16: policy.require_tls: expected true or false, got "yes" (YAML 1.2 reads yes/no/on/off as text)'],

@@ -32,6 +32,10 @@ test('serve: admin /healthz on loopback, SIGHUP reloads, an invalid reload keeps
     writeFileSync(cfg, GOOD.replace('mode: monitor', 'mode: enforce'));
     d.proc.kill('SIGHUP');
     await d.waitFor((l) => l.event === 'rules_reloaded', 'rules_reloaded');
+    // A change of the file alone is picked up too, without a signal.
+    const before = d.lines.filter((l) => l.event === 'rules_reloaded').length;
+    writeFileSync(cfg, `${GOOD.replace('mode: monitor', 'mode: learn')}\n# edited\n`);
+    await d.waitFor((l) => l.event === 'rules_reloaded' && d.lines.filter((x) => x.event === 'rules_reloaded').length > before, 'a reload after the file changed');
 
     const exit = new Promise<number | null>((resolve) => d.proc.on('exit', (code) => resolve(code)));
     d.proc.kill('SIGTERM');
@@ -49,11 +53,11 @@ test('serve: devices added with the CLI reach the running daemon without a resta
   const d = startServe(cfg);
   try {
     const addr = String((await d.waitFor((l) => l.event === 'listening', 'listening')).address);
-    assert.is(JSON.parse((await get(addr, '/healthz')).body).devices, 0);
+    assert.is(JSON.parse((await get(addr, '/readyz')).body).devices, 0);
     const add = cidlock(['devices', 'add', 'alice@example.com', 'UUID serve-test-1', '--config', cfg]);
     assert.is(add.status, 0, add.stderr);
     await d.waitFor((l) => l.event === 'registry_reloaded', 'registry_reloaded');
-    assert.is(JSON.parse((await get(addr, '/healthz')).body).devices, 1);
+    assert.is(JSON.parse((await get(addr, '/readyz')).body).devices, 1);
   } finally {
     d.proc.kill('SIGKILL');
   }

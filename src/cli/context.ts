@@ -3,6 +3,8 @@ import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type Rules } from '../core/rules/types.js';
 import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry, type Registry } from '../core/registry/registry.js';
+import { openAuditLog } from '../alerts/audit-log.js';
+import type { SecurityEvent } from '../alerts/events.js';
 
 /** Output streams, injectable so commands can be run in-process by tests if needed. */
 export interface Io {
@@ -35,6 +37,14 @@ export function loadRulesOrExit(file: string, io: Io, status = 2): Rules {
 
 export function openRegistryFor(rules: Rules, create: boolean): Registry {
   return openRegistry(fileStore(rules.stateDir), { create });
+}
+
+/** Registry edits made with the CLI are security events too: they go to the same audit log. */
+export function auditFromCli(rules: Rules, io: Io, event: SecurityEvent): void {
+  if (rules.audit.file === '') return;
+  const log = openAuditLog(rules.audit.file, 'always', (error) => io.err(`warning: audit log: ${error}`));
+  log.write({ ...event, via: 'cli' });
+  log.close();
 }
 
 /** Reads a file argument, "-" meaning standard input. */

@@ -19,7 +19,8 @@ export type Reason =
   | 'device_type'
   | 'vouched'
   | 'unknown_device'
-  | 'no_device_proof';
+  | 'no_device_proof'
+  | 'limit';
 
 export type EvidenceStatus =
   | 'registered' | 'unregistered' | 'ignored' | 'malformed' | 'matched' | 'unmatched' | 'valid' | 'expired' | 'absent';
@@ -60,6 +61,8 @@ export interface Decision {
   /** The registered device that proved this login (for vouching). */
   proven?: string;
   learn?: LearnCandidate;
+  /** An attack-defence limit that applies (enforced, or only noted in monitor mode). */
+  limit?: { rule: string; key: string; action: string; count: number };
 }
 
 export interface DecideContext {

@@ -28,4 +28,6 @@ export interface AuthRequest {
   sessionId?: string;
   /** Which adapter connection carried the request (e.g. "postfix#3"), for the log. */
   via?: string;
+  /** An opaque tag of the password guess (Dovecot's truncated pwhash): repeats count once. Never logged. */
+  guessTag?: string;
 }

@@ -1,22 +1,27 @@
+import { chmodSync, lstatSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import { createAdminServer } from '../admin/server.js';
+import { openAuditLog, type AuditLog } from '../alerts/audit-log.js';
+import { createEventSink, type EventSink } from '../alerts/events.js';
+import { createWebhook, type Webhook } from '../alerts/webhook.js';
 import { createEngine, type Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
-import { loadRulesFile } from '../core/rules/load.js';
-import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../core/rules/types.js';
+import { createMetrics, type Metrics } from '../core/metrics.js';
 import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry } from '../core/registry/registry.js';
-import { createAdminServer } from '../admin/server.js';
+import { loadRulesFile } from '../core/rules/load.js';
+import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../core/rules/types.js';
 import { createDovecotServer } from '../dovecot-policy/server.js';
 import { createPolicyServer } from '../postfix-policy/policy-server.js';
 import { createSocketmapServer } from '../postfix-policy/socketmap-server.js';
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 
 export interface Daemon {
   readonly engine: Engine;
+  readonly metrics: Metrics;
   /** Actual bound addresses, e.g. { admin: "127.0.0.1:8426" }. */
   readonly addresses: Partial<Record<ListenerName, string>>;
   /** Re-reads the rules file and the registry; invalid rules leave the old ones in force. */
-  reload(): boolean;
+  reload(trigger: string): boolean;
   close(): Promise<void>;
 }
 
@@ -47,15 +52,83 @@ function fmt(a: AddressInfo): string {
   return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
 }
 
-const sameAddress = (a: ListenAddress | null, b: ListenAddress | null) => JSON.stringify(a) === JSON.stringify(b);
+const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 const REGISTRY_POLL_MS = 1000;
+const RULES_POLL_MS = 1000;
 
+/** The audit log and webhook follow the rules: a reload that changes them reopens them. */
+function createOutputs(logger: Logger, metrics: Metrics) {
+  let audit: AuditLog | null = null;
+  let webhook: Webhook | null = null;
+  let auditKey = '';
+  let webhookKey = '';
+  const auditErrors = metrics.counter('audit_write_errors_total', 'Audit log writes that failed (disk full, read-only)');
+  const configure = (rules: Rules) => {
+    const ak = JSON.stringify(rules.audit);
+    if (ak !== auditKey) {
+      audit?.close();
+      auditKey = ak;
+      audit = rules.audit.file === '' ? null : openAuditLog(rules.audit.file, rules.audit.fsync, (error) => logger.log('error', 'audit_write_failed', { error }));
+    }
+    const wk = JSON.stringify(rules.webhook);
+    if (wk !== webhookKey) {
+      void webhook?.close();
+      webhookKey = wk;
+      webhook = rules.webhook === null ? null : createWebhook({
+        url: rules.webhook.url,
+        secret: rules.webhook.secret,
+        maxQueue: rules.webhook.queue,
+        maxAttempts: rules.webhook.attempts,
+        onError: (i) => logger.log(i.final ? 'error' : 'warn', 'webhook_delivery_failed', { event: i.event, attempt: i.attempt, error: i.error, final: i.final }),
+      });
+    }
+  };
+  let lastAuditErrors = 0;
+  const sink = createEventSink({
+    logger,
+    audit: {
+      write: (e) => {
+        if (audit === null) return;
+        audit.write(e);
+        if (audit.errors > lastAuditErrors) auditErrors.inc(undefined, audit.errors - lastAuditErrors);
+        lastAuditErrors = audit.errors;
+      },
+      get errors() { return audit?.errors ?? 0; },
+      close: () => audit?.close(),
+    },
+    webhook: { send: (e) => webhook?.send(e) },
+  });
+  for (const [name, read] of [
+    ['webhook_queue', () => webhook?.stats().queued ?? 0],
+    ['webhook_in_flight', () => webhook?.stats().inFlight ?? 0],
+    ['webhook_delivered', () => webhook?.stats().delivered ?? 0],
+    ['webhook_failed', () => webhook?.stats().failed ?? 0],
+    ['webhook_dropped', () => webhook?.stats().dropped ?? 0],
+  ] as const) metrics.gaugeFn(name, `Webhook ${name.slice(8).replace('_', ' ')} events${name === 'webhook_queue' || name === 'webhook_in_flight' ? '' : ' (monotonic)'}`, read);
+  return {
+    sink: sink as EventSink,
+    configure,
+    async close() {
+      audit?.close();
+      await webhook?.close();
+    },
+  };
+}
 
 export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
   const { logger } = opts;
+  const metrics = createMetrics('cidlock_');
+  const outputs = createOutputs(logger, metrics);
+  outputs.configure(opts.rules);
   const registry = openRegistry(fileStore(opts.rules.stateDir), { create: true });
-  const engine = createEngine({ rules: opts.rules, registry, logger });
+  const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics });
+  const reloads = metrics.counter('rules_reloads_total', 'Rules reloads by result', ['result']);
+  const registryErrors = metrics.counter('registry_reload_errors_total', 'Registry re-reads that failed (the copy in memory stays)');
+  metrics.gaugeFn('rules_loaded_timestamp_seconds', 'When the rules in force were loaded', () => loadedAt / 1000);
+  let loadedAt = Date.now();
+  let registryOk = true;
+
   const servers: Server[] = [];
   const addresses: Partial<Record<ListenerName, string>> = {};
   const sockets = new Map<Server, Set<Socket>>();
@@ -71,20 +144,16 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   let listenAt = opts.rules.listen;
 
   try {
-    const adminAddr = listenAt.admin;
-    if (adminAddr !== null) {
-      const admin = createAdminServer({
-        health: () => ({ ok: true, detail: { rules: engine.rules.file, devices: engine.registry.size().devices } }),
-      });
-      track(admin);
-      addresses.admin = await listen(admin, adminAddr);
-    }
-    const make: Record<Exclude<ListenerName, 'admin'>, () => Server> = {
+    const make: Record<ListenerName, () => Server> = {
+      admin: () => createAdminServer({
+        engine, metrics, events: outputs.sink, logger,
+        readiness: () => ({ ready: registryOk, detail: { rules: engine.rules.file, registry: registryOk ? 'readable' : 'unreadable', devices: engine.registry.size().devices } }),
+      }),
       dovecot: () => createDovecotServer({ engine, logger }),
       postfix: () => createPolicyServer({ engine, logger }),
       socketmap: () => createSocketmapServer({ engine, logger }),
     };
-    for (const name of ['dovecot', 'postfix', 'socketmap'] as const) {
+    for (const name of ['admin', 'dovecot', 'postfix', 'socketmap'] as const) {
       const addr = listenAt[name];
       if (addr === null) continue;
       const server = make[name]();
@@ -93,60 +162,82 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    await outputs.close();
     throw err;
   }
   for (const [name, addr] of Object.entries(addresses)) logger.log('info', 'listening', { listener: name, address: addr });
+
   // CLI edits (devices add, users set) reach the running daemon within a second: one stat() per tick.
-  let refreshFailed = false;
   const refresher = setInterval(() => {
     try {
       if (engine.registry.refresh()) logger.log('info', 'registry_reloaded', { devices: engine.registry.size().devices });
-      refreshFailed = false;
+      registryOk = true;
     } catch (err) {
-      if (!refreshFailed) logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
-      refreshFailed = true;
+      registryErrors.inc();
+      if (registryOk) logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
+      registryOk = false;
     }
   }, REGISTRY_POLL_MS);
   refresher.unref();
+
+  const reload = (trigger: string): boolean => {
+    const file = engine.rules.file;
+    const r = loadRulesFile(file);
+    const reject = (errors: string[]) => {
+      reloads.inc({ result: 'rejected' });
+      outputs.sink.emit({ event: 'rules_rejected', rules: file, errors });
+      logger.log('error', 'rules_kept', { rules: file, trigger, note: 'the previous rules stay in force' });
+      return false;
+    };
+    if (!r.ok) return reject(r.errors.map(formatRulesIssue));
+    if (r.rules.stateDir !== engine.rules.stateDir) return reject(['state_dir changed: restart cidlock to move the registry']);
+    for (const w of r.warnings) logger.log('warn', 'rules_warning', { warning: formatRulesIssue(w) });
+    for (const name of Object.keys(listenAt) as ListenerName[]) {
+      if (!sameJson(listenAt[name], r.rules.listen[name])) logger.log('warn', 'listen_changed', { listener: name, note: 'listener addresses change on restart only' });
+    }
+    listenAt = r.rules.listen;
+    // One assignment between two requests: every request sees either the old rules or the new.
+    engine.setRules(r.rules);
+    outputs.configure(r.rules);
+    loadedAt = Date.now();
+    reloads.inc({ result: 'ok' });
+    try {
+      engine.registry.refresh();
+      registryOk = true;
+    } catch (err) {
+      registryErrors.inc();
+      registryOk = false;
+      logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
+    }
+    outputs.sink.emit({ event: 'rules_reloaded', rules: file });
+    return true;
+  };
+
+  // Editors save by rename, which breaks inotify watches; polling the path's stat survives that.
+  const rulesFile = opts.rules.file;
+  if (rulesFile !== '') {
+    watchFile(rulesFile, { interval: RULES_POLL_MS, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) reload('file changed');
+    });
+  }
+
   const size = registry.size();
   logger.log('info', 'started', { rules: opts.rules.file, state_dir: opts.rules.stateDir, users: size.users, devices: size.devices });
 
   return {
     engine,
+    metrics,
     addresses,
-    reload() {
-      const file = engine.rules.file;
-      const r = loadRulesFile(file);
-      if (!r.ok) {
-        logger.log('error', 'rules_rejected', { rules: file, errors: r.errors.map(formatRulesIssue), note: 'the previous rules stay in force' });
-        return false;
-      }
-      for (const w of r.warnings) logger.log('warn', 'rules_warning', { warning: formatRulesIssue(w) });
-      if (r.rules.stateDir !== engine.rules.stateDir) {
-        logger.log('error', 'rules_rejected', { rules: file, errors: ['state_dir changed: restart cidlock to move the registry'], note: 'the previous rules stay in force' });
-        return false;
-      }
-      for (const name of Object.keys(listenAt) as ListenerName[]) {
-        if (!sameAddress(listenAt[name], r.rules.listen[name])) logger.log('warn', 'listen_changed', { listener: name, note: 'listener addresses change on restart only' });
-      }
-      listenAt = r.rules.listen;
-      engine.setRules(r.rules);
-      let registryReloaded = false;
-      try {
-        registryReloaded = engine.registry.refresh();
-      } catch (err) {
-        logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
-      }
-      logger.log('info', 'rules_reloaded', { rules: file, registry_reloaded: registryReloaded, devices: engine.registry.size().devices });
-      return true;
-    },
+    reload,
     async close() {
       clearInterval(refresher);
+      if (rulesFile !== '') unwatchFile(rulesFile);
       await Promise.all(servers.map((srv) => new Promise<void>((resolve) => {
         srv.close(() => resolve());
         // Postfix and Dovecot keep connections open for minutes; a stop must not wait for them.
         for (const sock of sockets.get(srv) ?? []) sock.destroy();
       })));
+      await outputs.close();
     },
   };
 }

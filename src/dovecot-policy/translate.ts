@@ -67,6 +67,8 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
   };
   const sessionId = text(b.session_id);
   if (sessionId !== '') req.sessionId = sessionId;
+  const pwhash = text(b.pwhash);
+  if (pwhash !== '') req.guessTag = pwhash;
   const rawId = text(b.device_id);
   if (rawId !== '') {
     const fields = parseClientId(rawId);

@@ -43,6 +43,8 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
     const d = engine.decide(t.request);
     // SASL already succeeded when Postfix asks at MAIL/RCPT: a proven or learned device vouches now.
     if (d.action === 'allow' && !d.would_reject && (d.proven !== undefined || d.learn !== undefined)) engine.reportSuccess(t.request, d);
+    // Postfix has no report: a refusal here is the failed attempt the attack counters see.
+    if (d.action === 'reject') engine.reportFailure(t.request, { policyReject: true });
     const delayMs = d.action === 'delay' ? Math.min(limits.maxDelayMs, (d.seconds ?? 0) * 1000) : 0;
     return { reply: formatReply(policyAction(d)), delayMs };
   };

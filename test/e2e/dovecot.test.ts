@@ -99,7 +99,7 @@ test('5. learn mode: the first new CID is registered on disk and survives a rest
   await setup();
   const first = await imapLogin(dv.imapPort, { user: 'lena@example.com', pass: 'lena-pw', starttls: true, id: [['clientid', 'UUID lena-phone'], ['name', 'K-9 Mail']], localAddress: '127.0.0.8' });
   assert.match(first.reply, /Logged in/);
-  await cl.waitFor((l) => l.event === 'device_learned' && l.user === 'lena@example.com', 'device_learned');
+  await cl.waitFor((l) => l.event === 'device_registered' && l.source === 'learn' && l.user === 'lena@example.com', 'device_registered');
   const listed = cidlock(['devices', 'list', 'lena@example.com', '--json', '--config', cl.cfg]);
   const dev = JSON.parse(listed.stdout);
   assert.is(dev.source, 'learn');

@@ -205,6 +205,8 @@ maillog_file = ${d}/maillog
 maillog_file_prefixes = ${d}
 inet_interfaces = loopback-only
 inet_protocols = ipv4
+# The test client addresses 127.0.0.x have no reverse DNS: do not wait for lookups.
+smtpd_peername_lookup = no
 myhostname = mx.example.test
 mydestination =
 mynetworks = 127.0.0.1/32
@@ -266,7 +268,9 @@ export async function startCidlock(dir: string, rulesYaml: string, dovecotPort?:
   const port = dovecotPort ?? (await freePort());
   const cfg = join(dir, 'cidlock.yaml');
   const pf = postfix === undefined ? '  postfix: off\n  socketmap: off\n' : `  postfix: 127.0.0.1:${postfix.policy}\n  socketmap: 127.0.0.1:${postfix.socketmap}\n`;
-  writeFileSync(cfg, `listen:\n  dovecot: 127.0.0.1:${port}\n  admin: 127.0.0.1:0\n${pf}${rulesYaml}`);
+  // The tests read allowed decisions from the log too, not only refusals (the default).
+  const log = /^log:/m.test(rulesYaml) ? '' : 'log:\n  decisions: all\n';
+  writeFileSync(cfg, `listen:\n  dovecot: 127.0.0.1:${port}\n  admin: 127.0.0.1:0\n${pf}${log}${rulesYaml}`);
   const serve = startServe(cfg);
   await serve.address('dovecot');
   if (postfix !== undefined) await serve.address('socketmap');

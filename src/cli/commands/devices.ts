@@ -5,7 +5,7 @@ import { parseImport } from '../../core/registry/import.js';
 import type { DeviceInput } from '../../core/registry/registry.js';
 import type { Device } from '../../core/registry/types.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError, userArg } from '../args.js';
-import { ExitError, loadRulesOrExit, openRegistryFor, readInput, type Io } from '../context.js';
+import { auditFromCli, ExitError, loadRulesOrExit, openRegistryFor, readInput, type Io } from '../context.js';
 import { HELP } from '../help.js';
 
 const OPTIONS = {
@@ -81,6 +81,7 @@ export function devicesCommand(argv: string[], io: Io): number {
       const registry = openRegistryFor(rules, true);
       const r = registry.add(user, input, 'admin');
       if (r.status === 'full') throw new ExitError(1, `${user}: device limit reached`);
+      if (r.status === 'added') auditFromCli(rules, io, { event: 'device_registered', user, device: r.device.id, kind: r.device.kind, type: r.device.type, source: 'admin', label: r.device.label });
       io.out(`${user}: ${r.status === 'added' ? 'added' : 'already registered:'} ${r.device.kind} device ${r.device.id}${r.device.label ? ` (${r.device.label})` : ''}`);
       return 0;
     }
@@ -97,7 +98,10 @@ export function devicesCommand(argv: string[], io: Io): number {
       }
       const removed = registry.remove(user, id !== undefined ? { id } : { label: label! });
       if (removed.length === 0) throw new ExitError(1, `${user}: no device ${id !== undefined ? `with ID ${id}` : `labelled ${JSON.stringify(label)}`}`);
-      for (const d of removed) io.out(`${user}: removed ${d.kind} device ${d.id}${d.label ? ` (${d.label})` : ''}`);
+      for (const d of removed) {
+        io.out(`${user}: removed ${d.kind} device ${d.id}${d.label ? ` (${d.label})` : ''}`);
+        auditFromCli(rules, io, { event: 'device_removed', user, device: d.id, kind: d.kind, source: 'admin' });
+      }
       return 0;
     }
     case 'import': {
@@ -109,6 +113,7 @@ export function devicesCommand(argv: string[], io: Io): number {
       }
       const registry = openRegistryFor(rules, true);
       const r = registry.addMany(parsed.items);
+      if (r.added > 0) auditFromCli(rules, io, { event: 'devices_imported', added: r.added, existing: r.existing, source: 'admin' });
       io.out(`imported ${parsed.items.length} devices: ${r.added} added, ${r.existing} already registered`);
       return 0;
     }

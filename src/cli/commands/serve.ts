@@ -27,7 +27,7 @@ export async function serveCommand(argv: string[], io: Io): Promise<number> {
     return 1;
   }
   return new Promise<number>((resolve) => {
-    process.on('SIGHUP', () => daemon.reload());
+    process.on('SIGHUP', () => daemon.reload('SIGHUP'));
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;

@@ -2,7 +2,7 @@ import { effectivePolicy, type Source } from '../../core/rules/resolve.js';
 import { MODES, type Mode } from '../../core/rules/types.js';
 import { formatDuration } from '../../core/duration.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError, userArg } from '../args.js';
-import { loadRulesOrExit, openRegistryFor, type Io } from '../context.js';
+import { auditFromCli, loadRulesOrExit, openRegistryFor, type Io } from '../context.js';
 import { HELP } from '../help.js';
 import { deviceRows } from './devices.js';
 
@@ -23,6 +23,7 @@ export function usersCommand(argv: string[], io: Io): number {
     if (m !== 'default' && !(MODES as readonly string[]).includes(m)) throw new UsageError(`--mode must be one of ${MODES.join(', ')}, default`);
     const registry = openRegistryFor(rules, true);
     registry.setMode(user, m === 'default' ? null : (m as Mode));
+    auditFromCli(rules, io, { event: 'user_mode_set', user, mode: m === 'default' ? null : m, source: 'admin' });
     const eff = effectivePolicy(rules, user, registry.settings(user));
     io.out(`${user}: registry mode ${m === 'default' ? 'removed' : m}; effective mode ${eff.mode} (${eff.sources.mode!.path})`);
     if (rules.users.get(user)?.mode !== undefined) io.err(`warning: ${rules.file}: users["${user}"].mode overrides the registry for this user`);

@@ -13,6 +13,8 @@ import {
   createWalker, describe, entriesOf, isScalar, isSeq, knownEntries, scalarValue,
   type Entry, type PathSegment, type Walker,
 } from './yaml-walk.js';
+import { bool, listOf, oneOf, str } from './fields.js';
+import { OPERATIONS_KEYS, readOperations } from './load-operations.js';
 
 export type RulesResult =
   | { ok: true; rules: Rules; warnings: RulesIssue[] }
@@ -28,46 +30,12 @@ export const DEFAULT_LISTEN: Readonly<Record<ListenerName, ListenAddress>> = {
   admin: { host: '127.0.0.1', port: 8426 },
 };
 
-const TOP_KEYS = ['listen', 'state_dir', 'dovecot', 'policy', 'domains', 'users'] as const;
+const TOP_KEYS = ['listen', 'state_dir', 'dovecot', 'policy', 'domains', 'users', ...OPERATIONS_KEYS] as const;
 const LISTENERS = ['dovecot', 'postfix', 'socketmap', 'admin'] as const;
 const LAYER_KEYS = ['mode', 'require_tls', 'message', 'vouch_ttl', 'protocols', 'device_types', 'networks', 'learn'] as const;
 const MAX_MESSAGE = 200;
 const MAX_VOUCH_TTL = 7 * 86_400_000;
 const MAX_LIST = 1000;
-
-function str(w: Walker, e: Entry, path: PathSegment[], what = 'text'): string | undefined {
-  const v = scalarValue(e.value);
-  if (typeof v === 'string') return v;
-  w.error(e.value ?? e.keyNode, path, `expected ${what}, got ${describe(e.value)}`);
-  return undefined;
-}
-
-function bool(w: Walker, e: Entry, path: PathSegment[]): boolean | undefined {
-  const v = scalarValue(e.value);
-  if (typeof v === 'boolean') return v;
-  const hint = typeof v === 'string' && /^(yes|no|on|off|y|n)$/i.test(v) ? ' (YAML 1.2 reads yes/no/on/off as text)' : '';
-  w.error(e.value ?? e.keyNode, path, `expected true or false, got ${describe(e.value)}${hint}`);
-  return undefined;
-}
-
-function oneOf<T extends string>(w: Walker, node: Node | null, at: Node, path: PathSegment[], allowed: readonly T[]): T | undefined {
-  const v = scalarValue(node);
-  if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
-  w.error(node ?? at, path, `expected one of ${allowed.join(', ')}, got ${describe(node)}`);
-  return undefined;
-}
-
-function listOf(w: Walker, e: Entry, path: PathSegment[], max: number): Array<{ node: Node | null; path: PathSegment[] }> | undefined {
-  if (!isSeq(e.value)) {
-    w.error(e.value ?? e.keyNode, path, `expected a list, got ${describe(e.value)}`);
-    return undefined;
-  }
-  if (e.value.items.length > max) {
-    w.error(e.value, path, `at most ${max} entries are allowed, got ${e.value.items.length}`);
-    return undefined;
-  }
-  return e.value.items.map((item, i) => ({ node: w.resolve(item), path: [...path, i] }));
-}
 
 function readListenAddress(w: Walker, e: Entry, path: PathSegment[], name: ListenerName): ListenAddress | null | undefined {
   const v = scalarValue(e.value);
@@ -370,6 +338,7 @@ export function parseRules(text: string, file: string): RulesResult {
     policy: policyE === undefined ? {} : readLayer(w, policyE.value, policyE.keyNode, ['policy']),
     domains: domainsE === undefined || domainsE.value === null ? new Map() : readNamedLayers(w, domainsE.value, domainsE.keyNode, 'domains'),
     users: usersE === undefined || usersE.value === null ? new Map() : readNamedLayers(w, usersE.value, usersE.keyNode, 'users'),
+    ...readOperations(w, byKey, baseDir, stateDir),
   };
   const byPlace = (a: RulesIssue, b: RulesIssue) => a.line - b.line || a.col - b.col;
   w.issues.sort(byPlace);

@@ -37,6 +37,32 @@ export type ListenAddress = { host: string; port: number } | { path: string };
 
 export type ListenerName = 'dovecot' | 'postfix' | 'socketmap' | 'admin';
 
+export const LIMIT_KEYS = ['address', 'network', 'user'] as const;
+export type LimitKey = (typeof LIMIT_KEYS)[number];
+
+export type LimitAction = { action: 'delay'; seconds: number } | { action: 'reject'; forMs: number };
+
+/** One attack-defence limit: too many failures (or distinct user names) per key within a window. */
+export interface LimitRule {
+  /** `limits[2]`, for explanations and logs. */
+  path: string;
+  key: LimitKey;
+  /** Failed logins that trigger the limit; or, with distinctUsers, different user names tried. */
+  failures?: number;
+  distinctUsers?: number;
+  windowMs: number;
+  then: LimitAction;
+}
+
+export interface CounterSettings {
+  maxEntries: number;
+  prefixV4: number;
+  prefixV6: number;
+}
+
+export type DecisionLogLevel = 'all' | 'refusals' | 'none';
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+
 export interface Rules {
   /** Absolute path of the rules file these rules came from ("" when built in code). */
   readonly file: string;
@@ -46,6 +72,15 @@ export interface Rules {
   readonly policy: PolicyLayer;
   readonly domains: ReadonlyMap<string, PolicyLayer>;
   readonly users: ReadonlyMap<string, PolicyLayer>;
+  readonly limits: readonly LimitRule[];
+  readonly counters: CounterSettings;
+  readonly alerts: { readonly unknownDevice: { readonly attempts: number; readonly windowMs: number } };
+  /** Absolute path of the audit log, or "" for none. */
+  readonly audit: { readonly file: string; readonly fsync: FsyncPolicy };
+  readonly webhook: { readonly url: string; readonly secret: string; readonly queue: number; readonly attempts: number } | null;
+  readonly log: { readonly decisions: DecisionLogLevel };
+  /** Bearer token for the admin API; "" disables the API (health and metrics stay open). */
+  readonly admin: { readonly token: string };
 }
 
 /** A problem in a rules file, located precisely enough to jump to it in an editor. */
