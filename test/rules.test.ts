@@ -120,4 +120,42 @@ test('YAML anchors and aliases resolve to the values they stand for', () => {
   if (r.ok) assert.is(r.rules.domains.get('example.com')!.networks![0]!.text, '192.0.2.0/24');
 });
 
+test('limits, counters, alerts, audit, webhook, log and admin: defaults, and every mistake located', () => {
+  const def = parseRules('', '/etc/cidlock/cidlock.yaml');
+  assert.ok(def.ok);
+  if (!def.ok) return;
+  assert.is(def.rules.limits.length, 5);
+  assert.equal(def.rules.limits[0]!.then, { action: 'delay', seconds: 5 });
+  assert.is(def.rules.audit.file, '/etc/cidlock/state/audit.log');
+  assert.is(def.rules.log.decisions, 'refusals');
+  assert.is(def.rules.webhook, null);
+  const off = parseRules('limits: []\naudit: { file: "" }\n', '/x/r.yaml');
+  assert.ok(off.ok && off.rules.limits.length === 0 && off.rules.audit.file === '');
+  const bad = parseRules([
+    'limits:',
+    '  - { key: address, failures: 5, window: 10m, then: block 1h }',
+    '  - { key: user, distinct_users: 5, window: 10m, then: reject }',
+    '  - { key: address, window: 10m, then: delay 5s }',
+    '  - { key: host, failures: 1, window: 1m, then: reject }',
+    'webhook: { url: "https://portal.example/hook", secret: short }',
+    'audit: { fsync: sometimes }',
+    'log: { decisions: verbose }',
+    'admin: { token: abc }',
+    'counters: { prefix_v4: 33 }',
+  ].join('\n'), '/x/r.yaml');
+  assert.is(bad.ok, false);
+  if (bad.ok) return;
+  assert.equal(bad.errors.map((e) => `${e.line}:${e.col} ${e.path}: ${e.message.split(',')[0]}`), [
+    '2:53 limits[0].then: expected "delay <1s..30s>"',
+    '3:18 limits[1].distinct_users: distinct_users counts user names per client address: use it with key: address',
+    '4:5 limits[2]: give exactly one of "failures" (failed logins) or "distinct_users" (user names tried',
+    '5:12 limits[3].key: expected one of address',
+    '6:56 webhook.secret: a webhook needs a secret of at least 16 characters: receivers verify the HMAC signature with it',
+    '7:17 audit.fsync: expected one of always',
+    '8:19 log.decisions: expected one of all',
+    '9:17 admin.token: expected at least 16 printable characters without spaces (it sits in an HTTP header)',
+    '10:24 counters.prefix_v4: expected a whole number from 8 to 32',
+  ]);
+});
+
 test.run();

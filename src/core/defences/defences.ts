@@ -64,12 +64,17 @@ export function createDefences(init: { limits: readonly LimitRule[]; counters: C
   let alertWindowMs = init.alertWindowMs;
   let evictions = 0;
   const onDispose = (_v: unknown, _k: string, reason: string) => { if (reason === 'evict') evictions++; };
-  const make = <V extends {}>() => new LRUCache<string, V>({ max: settings.maxEntries, dispose: onDispose });
-  let counters = make<WindowCount>();
-  let distinct = make<Map<string, number>>();
-  let penalties = make<{ until: number }>();
-  let guesses = make<{ at: number }>();
-  let perUser = make<{ unknown: WindowCount; recent: Refusal[] }>();
+  // Entries also expire: a counter idle for two of its windows counts nothing any more.
+  const longestWindow = () => Math.max(60_000, ...limits.map((r) => r.windowMs));
+  const make = <V extends {}>(ttl: number) => new LRUCache<string, V>({ max: settings.maxEntries, ttl, ttlAutopurge: false, updateAgeOnGet: false, dispose: onDispose });
+  const makeAll = () => ({
+    counters: make<WindowCount>(2 * longestWindow()),
+    distinct: make<Map<string, number>>(longestWindow()),
+    penalties: make<{ until: number }>(Math.max(longestWindow(), ...limits.map((r) => (r.then.action === 'reject' ? r.then.forMs : 0)))),
+    guesses: make<{ at: number }>(longestWindow()),
+    perUser: make<{ unknown: WindowCount; recent: Refusal[] }>(Math.max(24 * 3_600_000, 2 * alertWindowMs)),
+  });
+  let { counters, distinct, penalties, guesses, perUser } = makeAll();
 
   // Rules with the same key and window share one counter, so reordering limits keeps the counts.
   const counterKey = (r: LimitRule, subject: string) => `${r.key}|${r.windowMs}|${subject}`;
@@ -185,11 +190,7 @@ export function createDefences(init: { limits: readonly LimitRule[]; counters: C
       if (c.maxEntries !== settings.maxEntries) {
         settings = c;
         // A new size cap needs new maps; counts restart, which a reload of the limits may do anyway.
-        counters = make();
-        distinct = make();
-        penalties = make();
-        guesses = make();
-        perUser = make();
+        ({ counters, distinct, penalties, guesses, perUser } = makeAll());
       } else {
         settings = c;
       }
