@@ -32,6 +32,12 @@ test('serve: admin /healthz on loopback, SIGHUP reloads, an invalid reload keeps
     writeFileSync(cfg, GOOD.replace('mode: monitor', 'mode: enforce'));
     d.proc.kill('SIGHUP');
     await d.waitFor((l) => l.event === 'rules_reloaded', 'rules_reloaded');
+    // An empty file on a running daemon is a truncated save, not new rules.
+    writeFileSync(cfg, '');
+    d.proc.kill('SIGHUP');
+    const empty = await d.waitFor((l) => l.event === 'rules_rejected' && String((l.errors as string[])[0]).includes('the file is empty'), 'an empty file refused');
+    assert.ok(empty);
+    writeFileSync(cfg, GOOD.replace('mode: monitor', 'mode: enforce'));
     // A change of the file alone is picked up too, without a signal.
     const before = d.lines.filter((l) => l.event === 'rules_reloaded').length;
     writeFileSync(cfg, `${GOOD.replace('mode: monitor', 'mode: learn')}\n# edited\n`);

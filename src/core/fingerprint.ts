@@ -1,39 +1,106 @@
 import { createHash, X509Certificate } from 'node:crypto';
 
+const BARE = /^[0-9a-f]{64}$/i;
+const PAIRS = /^[0-9a-f]{2}(?::[0-9a-f]{2}){31}$/i;
+
 /**
- * A SHA-256 fingerprint in any common spelling (Postfix's "28:FC:...", openssl's, bare hex) as
- * 64 lowercase hex digits; null for anything else, including SHA-1 or MD5 lengths.
+ * A SHA-256 fingerprint in any common spelling (Postfix's "28:FC:...", openssl's, bare hex, any
+ * case) as 64 lowercase hex digits; null for anything else, including SHA-1 or MD5 lengths, so a
+ * fingerprint made with the wrong digest is refused rather than never matching.
  */
 export function normalizeFingerprint(text: string): string | null {
   const t = text.trim();
-  if (t.length > 128) return null;
-  const hex = /^[0-9a-f]{64}$/i.test(t) ? t : /^[0-9a-f]{2}(:[0-9a-f]{2}){31}$/i.test(t) ? t.replace(/:/g, '') : null;
-  return hex === null ? null : hex.toLowerCase();
+  if (BARE.test(t)) return t.toLowerCase();
+  if (PAIRS.test(t)) return t.replace(/:/g, '').toLowerCase();
+  return null;
 }
 
+/** Display form as Postfix prints it: uppercase hex pairs joined by ':'. Throws on a non-SHA-256 input. */
 export function displayFingerprint(hex64: string): string {
-  return hex64.toUpperCase().replace(/(..)(?!$)/g, '$1:');
+  const hex = normalizeFingerprint(hex64);
+  if (hex === null) throw new TypeError('not a SHA-256 fingerprint');
+  return hex.toUpperCase().replace(/(..)(?!$)/g, '$1:');
 }
 
 export interface CertFingerprints { pubkey: string; cert: string; subject: string; notAfter: string }
 
-const PEM = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/;
+// Only the plain label: "TRUSTED CERTIFICATE" carries openssl trust data after the DER, and
+// "CERTIFICATE REQUEST" is not a certificate.
+const PEM = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** Fingerprints exactly as Postfix computes them: SHA-256 of the SPKI DER and of the certificate DER. */
+/**
+ * Fingerprints exactly as Postfix computes them: SHA-256 of the certificate DER and of the
+ * SubjectPublicKeyInfo DER. Takes the first CERTIFICATE block, so a key before it or a chain
+ * after it does not matter. notAfter is ISO 8601 (UTC).
+ */
 export function certFingerprints(pem: string): CertFingerprints {
   const block = PEM.exec(pem);
   if (block === null) throw new Error('no PEM certificate found in the file');
+  // Buffer.from(…, 'base64') silently skips bad characters; a damaged file must fail loudly instead.
+  const b64 = block[1]!.replace(/\s+/g, '');
+  if (b64 === '' || !BASE64.test(b64)) throw new Error('not a valid X.509 certificate: the PEM body is not valid base64');
+  const raw = Buffer.from(b64, 'base64');
+  const outer = readTlv(raw, 0);
+  if (outer === null || outer.tag !== 0x30 || outer.end !== raw.length) {
+    throw new Error('not a valid X.509 certificate: the DER data is truncated or damaged');
+  }
   let cert: X509Certificate;
   try {
-    cert = new X509Certificate(block[0]);
-  } catch (err) {
-    throw new Error(`not a valid X.509 certificate: ${(err as Error).message}`);
+    cert = new X509Certificate(raw);
+  } catch {
+    // Node tries PEM before DER and reports the PEM failure ("no start line"), which misleads.
+    throw new Error('not a valid X.509 certificate: the DER data does not parse as a certificate');
   }
-  const spki = cert.publicKey.export({ type: 'spki', format: 'der' });
+  const der = cert.raw;
+  const expiry = new Date(cert.validTo);
   return {
-    pubkey: createHash('sha256').update(spki).digest('hex'),
-    cert: createHash('sha256').update(cert.raw).digest('hex'),
+    pubkey: sha256hex(spkiOf(der)),
+    cert: sha256hex(der),
     subject: cert.subject.replace(/\n/g, ', '),
-    notAfter: cert.validTo,
+    notAfter: Number.isNaN(expiry.getTime()) ? cert.validTo : expiry.toISOString(),
   };
+}
+
+function sha256hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * The SubjectPublicKeyInfo bytes exactly as they appear in the certificate. Postfix hashes
+ * i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert)), i.e. these bytes; re-exporting Node's KeyObject
+ * would re-encode the key and throws for algorithms Node cannot load.
+ */
+function spkiOf(der: Buffer): Buffer {
+  const fail = (): never => {
+    throw new Error('not a valid X.509 certificate: cannot locate the public key');
+  };
+  const certificate = readTlv(der, 0) ?? fail();
+  const tbs = readTlv(der, certificate.body) ?? fail();
+  if (certificate.tag !== 0x30 || tbs.tag !== 0x30) fail();
+  let at = tbs.body;
+  let el = readTlv(der, at, tbs.end) ?? fail();
+  if (el.tag === 0xa0) el = readTlv(der, (at = el.end), tbs.end) ?? fail(); // explicit version
+  // serialNumber, signature, issuer, validity, subject, then subjectPublicKeyInfo.
+  for (let i = 0; i < 5; i++) el = readTlv(der, (at = el.end), tbs.end) ?? fail();
+  if (el.tag !== 0x30) fail();
+  return der.subarray(at, el.end);
+}
+
+/** One DER element at `at`: its tag, where its content starts and where it ends; null if it overruns `limit`. */
+function readTlv(buf: Buffer, at: number, limit = buf.length): { tag: number; body: number; end: number } | null {
+  if (at + 2 > limit) return null;
+  const tag = buf[at]!;
+  let len = buf[at + 1]!;
+  let body = at + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    // DER has no indefinite length, and a certificate never needs more than 4 length bytes.
+    if (n === 0 || n > 4 || body + n > limit) return null;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[body + i]!;
+    body += n;
+  }
+  const end = body + len;
+  return end > limit ? null : { tag, body, end };
 }

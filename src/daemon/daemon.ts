@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
+import { chmodSync, lstatSync, statSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { createAdminServer } from '../admin/server.js';
 import { openAuditLog, type AuditLog } from '../alerts/audit-log.js';
@@ -56,6 +56,7 @@ const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringif
 
 const REGISTRY_POLL_MS = 1000;
 const RULES_POLL_MS = 1000;
+const RULES_SETTLE_MS = 300;
 
 /** The audit log and webhook follow the rules: a reload that changes them reopens them. */
 function createOutputs(logger: Logger, metrics: Metrics) {
@@ -182,13 +183,20 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
 
   const reload = (trigger: string): boolean => {
     const file = engine.rules.file;
-    const r = loadRulesFile(file);
     const reject = (errors: string[]) => {
       reloads.inc({ result: 'rejected' });
       outputs.sink.emit({ event: 'rules_rejected', rules: file, errors });
       logger.log('error', 'rules_kept', { rules: file, trigger, note: 'the previous rules stay in force' });
       return false;
     };
+    // An empty file means built-in defaults at start, but on a running daemon it is far more
+    // likely a truncated save than a wish to drop every rule.
+    try {
+      if (statSync(file).size === 0) return reject([`${file}:1:1: the file is empty; write the rules again (an empty file is accepted only at start)`]);
+    } catch {
+      // missing: loadRulesFile reports it with its place
+    }
+    const r = loadRulesFile(file);
     if (!r.ok) return reject(r.errors.map(formatRulesIssue));
     if (r.rules.stateDir !== engine.rules.stateDir) return reject(['state_dir changed: restart cidlock to move the registry']);
     for (const w of r.warnings) logger.log('warn', 'rules_warning', { warning: formatRulesIssue(w) });
@@ -214,10 +222,31 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   };
 
   // Editors save by rename, which breaks inotify watches; polling the path's stat survives that.
+  // A change is reloaded once the file has stopped changing, so a save caught half-written is not.
   const rulesFile = opts.rules.file;
+  let settle: NodeJS.Timeout | undefined;
+  const statKey = () => {
+    try {
+      const st = statSync(rulesFile);
+      return `${st.ino}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      return 'absent';
+    }
+  };
   if (rulesFile !== '') {
     watchFile(rulesFile, { interval: RULES_POLL_MS, persistent: false }, (cur, prev) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) reload('file changed');
+      if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size && cur.ino === prev.ino) return;
+      const seen = statKey();
+      clearTimeout(settle);
+      const check = (last: string) => {
+        settle = setTimeout(() => {
+          const now = statKey();
+          if (now !== last) return check(now);
+          reload('file changed');
+        }, RULES_SETTLE_MS);
+        settle.unref();
+      };
+      check(seen);
     });
   }
 
@@ -231,6 +260,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     reload,
     async close() {
       clearInterval(refresher);
+      clearTimeout(settle);
       if (rulesFile !== '') unwatchFile(rulesFile);
       await Promise.all(servers.map((srv) => new Promise<void>((resolve) => {
         srv.close(() => resolve());
