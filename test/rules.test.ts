@@ -129,6 +129,9 @@ test('limits, counters, alerts, audit, webhook, log and admin: defaults, and eve
   assert.is(def.rules.audit.file, '/etc/cidlock/state/audit.log');
   assert.is(def.rules.log.decisions, 'refusals');
   assert.is(def.rules.webhook, null);
+  const badUrl = parseRules('webhook: { url: "http://[::1", secret: "0123456789abcdef0123" }\n', '/x/r.yaml');
+  assert.is(badUrl.ok, false);
+  if (!badUrl.ok) assert.match(badUrl.errors[0]!.message, /expected an http:\/\/ or https:\/\/ URL/);
   const off = parseRules('limits: []\naudit: { file: "" }\n', '/x/r.yaml');
   assert.ok(off.ok && off.rules.limits.length === 0 && off.rules.audit.file === '');
   const bad = parseRules([

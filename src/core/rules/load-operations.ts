@@ -95,6 +95,15 @@ function readLimit(w: Walker, node: Node | null, path: PathSegment[], index: num
   return { path: `limits[${index}]`, key, ...(failures !== undefined ? { failures } : {}), ...(distinctUsers !== undefined ? { distinctUsers } : {}), windowMs, then };
 }
 
+function isHttpUrl(text: string): boolean {
+  try {
+    const u = new URL(text);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
 function section(w: Walker, e: Entry | undefined, path: string | PathSegment[], keys: readonly string[]): Map<string, Entry> {
   const out = new Map<string, Entry>();
   if (e === undefined) return out;
@@ -149,7 +158,7 @@ export function readOperations(w: Walker, byKey: ReadonlyMap<string, Entry>, bas
   if (wh.size > 0) {
     const urlE = wh.get('url');
     const url = urlE === undefined ? '' : (str(w, urlE, ['webhook', 'url'], 'an http:// or https:// URL') ?? '');
-    if (url !== '' && !/^https?:\/\/[^\s/]+/.test(url)) w.error(urlE!.value, ['webhook', 'url'], `expected an http:// or https:// URL, got ${describe(urlE!.value)}`);
+    if (url !== '' && !isHttpUrl(url)) w.error(urlE!.value, ['webhook', 'url'], `expected an http:// or https:// URL, got ${describe(urlE!.value)}`);
     const secretE = wh.get('secret');
     const secret = secretE === undefined ? '' : (str(w, secretE, ['webhook', 'secret']) ?? '');
     if (url !== '' && secret.length < 16) w.error(secretE?.value ?? byKey.get('webhook')!.keyNode, ['webhook', 'secret'], 'a webhook needs a secret of at least 16 characters: receivers verify the HMAC signature with it');
