@@ -26,7 +26,7 @@ async function serve(kind: string, stateDir: string): Promise<void> {
     const { openRegistry } = await import('../src/core/registry/registry.js');
     const { fileStore } = await import('../src/core/registry/file-store.js');
     const { createDovecotServer } = await import('../src/dovecot-policy/server.js');
-    const r = parseRules(`state_dir: ${stateDir}\npolicy: { mode: enforce }\n`, join(stateDir, 'r.yaml'));
+    const r = parseRules(`state_dir: ${stateDir}\npolicy: { mode: enforce }\nlimits: []\n`, join(stateDir, 'r.yaml'));
     if (!r.ok) throw new Error('rules');
     const registry = openRegistry(fileStore(stateDir), { create: true });
     registry.add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' } }, 'admin');

@@ -33,7 +33,7 @@ async function serve(kind: string, stateDir: string): Promise<void> {
     const { openRegistry } = await import('../src/core/registry/registry.js');
     const { fileStore } = await import('../src/core/registry/file-store.js');
     const { createPolicyServer } = await import('../src/postfix-policy/policy-server.js');
-    const r = parseRules(`state_dir: ${stateDir}\npolicy: { mode: enforce }\n`, join(stateDir, 'r.yaml'));
+    const r = parseRules(`state_dir: ${stateDir}\npolicy: { mode: enforce }\nlimits: []\n`, join(stateDir, 'r.yaml'));
     if (!r.ok) throw new Error('rules');
     const registry = openRegistry(fileStore(stateDir), { create: true });
     const items = Array.from({ length: 1000 }, (_, i) => ({ user: `user${i}@example.com`, input: { kind: 'cert' as const, fingerprint: (i === 0 ? '28fcdfa54bcc0a58ddfc1bcd1442bb9942105a5fc836790f2c9c1f0c62fc2fe4' : i.toString(16).padStart(64, '0')) } }));

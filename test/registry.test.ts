@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fileStore } from '../src/core/registry/file-store.js';
@@ -26,13 +26,13 @@ test('a CID is stored as HMAC-SHA256 under a 0600 secret, never raw', () => {
   const secretHex = readFileSync(join(dir, 'secret'), 'utf8').trim();
   assert.match(secretHex, /^[0-9a-f]{64}$/);
   assert.is(statSync(join(dir, 'secret')).mode & 0o777, 0o600);
-  assert.is(statSync(join(dir, 'registry.json')).mode & 0o777, 0o600);
+  assert.is(statSync(join(dir, 'registry.journal')).mode & 0o777, 0o600);
   assert.is(statSync(dir).mode & 0o777, 0o700);
   const expected = createHmac('sha256', Buffer.from(secretHex, 'hex')).update(`UUID ${LAPTOP.token}`).digest('hex');
   if (r.status !== 'added') return;
   assert.is(r.device.hash, expected);
   assert.is(r.device.id, expected.slice(0, 12));
-  const stored = readFileSync(join(dir, 'registry.json'), 'utf8');
+  const stored = readFileSync(join(dir, 'registry.journal'), 'utf8');
   assert.not.ok(stored.includes(LAPTOP.token), 'raw token in the registry file');
   assert.ok(stored.includes(expected));
 });
@@ -64,9 +64,9 @@ test('adding an existing device changes nothing; max_devices is enforced for lea
   const dir = tempDir();
   const reg = open(dir);
   assert.is(reg.add('a@b.c', { kind: 'cid', cid: LAPTOP }, 'admin').status, 'added');
-  const before = readFileSync(join(dir, 'registry.json'), 'utf8');
+  const before = readFileSync(join(dir, 'registry.journal'), 'utf8');
   assert.is(reg.add('a@b.c', { kind: 'cid', cid: LAPTOP, label: 'other' }, 'learn').status, 'exists');
-  assert.is(readFileSync(join(dir, 'registry.json'), 'utf8'), before);
+  assert.is(readFileSync(join(dir, 'registry.journal'), 'utf8'), before);
   assert.is(reg.add('a@b.c', { kind: 'cid', cid: PHONE }, 'learn', { maxDevices: 1 }).status, 'full');
   assert.is(reg.devices('a@b.c').length, 1);
 });
@@ -98,15 +98,50 @@ test('per-user mode is stored, cleared with null, and seen by another process af
   assert.equal(b.settings('bob@example.com'), {});
 });
 
-test('a damaged registry file is refused, never overwritten', () => {
+test('a damaged snapshot or journal entry is refused, never overwritten', () => {
   const dir = tempDir();
-  writeFileSync(join(dir, 'registry.json'), '{"format":"cidlock-registry","version":1,"users":{"a@b.c":{"devices":[{"kind":"cid"');
-  assert.throws(() => open(dir), (e: unknown) => e instanceof RegistryError && /not valid JSON/.test(e.message));
-  writeFileSync(join(dir, 'registry.json'), '{"format":"cidlock-registry","version":1,"users":{}}');
+  writeFileSync(join(dir, 'registry.json'), '{"format":"cidlock-registry","version":2}\n{"u":"a@b.c","d":[["ab');
+  assert.throws(() => open(dir), (e: unknown) => e instanceof RegistryError && /damaged/.test(e.message));
+  writeFileSync(join(dir, 'registry.json'), '{"format":"cidlock-registry","version":2}\n{"u":"a@b.c","d":[["zz"]]}\n');
+  assert.throws(() => open(dir), (e: unknown) => e instanceof RegistryError && /registry\.json: line 2/.test(e.message));
+  writeFileSync(join(dir, 'registry.json'), '{"format":"cidlock-registry","version":7}\n');
+  assert.throws(() => open(dir), /version 7 is not supported/);
+  writeFileSync(join(dir, 'registry.json'), '{"format":"cidlock-registry","version":2}\n');
   const reg = open(dir);
   writeFileSync(join(dir, 'registry.json'), 'garbage');
   assert.throws(() => reg.add('a@b.c', { kind: 'cid', cid: LAPTOP }, 'admin'), (e: unknown) => e instanceof RegistryError);
   assert.is(readFileSync(join(dir, 'registry.json'), 'utf8'), 'garbage');
+  rmSync(join(dir, 'registry.json'));
+  writeFileSync(join(dir, 'registry.journal'), '{"op":"explode","u":"a@b.c"}\n');
+  assert.throws(() => open(dir), /unknown operation "explode"/);
+});
+
+test('a journal entry torn by a crash is ignored, then cut off by the next write', () => {
+  const dir = tempDir();
+  const reg = open(dir);
+  reg.add('a@b.c', { kind: 'cid', cid: LAPTOP }, 'admin');
+  const whole = readFileSync(join(dir, 'registry.journal'), 'utf8');
+  writeFileSync(join(dir, 'registry.journal'), `${whole}{"op":"add","u":"a@b.c","d":["ab`);
+  const again = open(dir);
+  assert.equal(again.size(), { users: 1, devices: 1 });
+  again.add('a@b.c', { kind: 'cid', cid: PHONE }, 'admin');
+  const lines = readFileSync(join(dir, 'registry.journal'), 'utf8').split('\n');
+  assert.is(lines.length, 3, 'two entries and the final newline');
+  assert.equal(open(dir, false).size(), { users: 1, devices: 2 });
+});
+
+test('a large journal is folded into a new snapshot, and other processes follow the change', () => {
+  const dir = tempDir();
+  const writer = open(dir);
+  const reader = open(dir, false);
+  const items = Array.from({ length: 120_000 }, (_, i) => ({ user: `u${i % 5000}@b.c`, input: { kind: 'cert' as const, fingerprint: i.toString(16).padStart(64, '0'), label: 'x'.repeat(40) } }));
+  writer.addMany(items.slice(0, 60_000));
+  writer.addMany(items.slice(60_000));
+  assert.ok(statSync(join(dir, 'registry.json')).size > 1_000_000, 'no snapshot was written');
+  assert.ok(statSync(join(dir, 'registry.journal')).size < 1_000_000, 'the journal was not emptied');
+  assert.is(reader.refresh(), true);
+  assert.equal(reader.size(), { users: 5000, devices: 120_000 });
+  assert.equal(open(dir, false).size(), { users: 5000, devices: 120_000 });
 });
 
 test('a corrupted secret is refused rather than replaced (every stored CID depends on it)', () => {
@@ -121,7 +156,7 @@ test('writes leave no temp files and a lock left by a killed process is taken ov
   writeFileSync(join(dir, 'registry.lock'), dead);
   const reg = open(dir);
   assert.is(reg.add('a@b.c', { kind: 'cid', cid: LAPTOP }, 'admin').status, 'added');
-  assert.equal(readdirSync(dir).sort(), ['registry.json', 'secret']);
+  assert.equal(readdirSync(dir).sort(), ['registry.journal', 'secret']);
 });
 
 test('a lock held by a live process is waited for, not stolen', async () => {

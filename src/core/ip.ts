@@ -186,7 +186,34 @@ export function formatIp(ip: ParsedIp): string {
  * form. Accepts surrounding [brackets]; rejects zone ids, leading zeros in IPv4
  * octets, empty strings and whitespace. null when invalid.
  */
+/** True for a dotted quad already in canonical form ("192.0.2.1"): the common case, checked without allocating. */
+function isCanonicalV4(text: string): boolean {
+  const n = text.length;
+  if (n < 7 || n > 15) return false;
+  let parts = 0;
+  let digits = 0;
+  let value = 0;
+  let first = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i === n ? 0x2e : text.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || value > 255 || (digits > 1 && first === 0x30)) return false;
+      parts++;
+      digits = 0;
+      value = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits === 0) first = c;
+      digits++;
+      value = value * 10 + (c - 0x30);
+    } else {
+      return false;
+    }
+  }
+  return parts === 4;
+}
+
 export function normalizeIp(text: string): string | null {
+  if (isCanonicalV4(text)) return text;
   const ip = parseIp(text);
   return ip === null ? null : formatIp(ip);
 }

@@ -14,7 +14,9 @@ export function policyAction(d: Decision): string {
   }
 }
 
+const DUNNO_REPLY = 'action=DUNNO\n\n';
+
 export function formatReply(action: string): string {
   // Bare LF: a CRLF reply makes Postfix wait for the rest until it times out.
-  return `action=${action}\n\n`;
+  return action === 'DUNNO' ? DUNNO_REPLY : `action=${action}\n\n`;
 }

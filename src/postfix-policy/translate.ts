@@ -15,7 +15,8 @@ export function translatePostfix(attrs: PolicyAttributes): PostfixTranslated {
     const fp = normalizeFingerprint(attrs.get(name) ?? '');
     if (fp !== null && !fps.includes(fp)) fps.push(fp);
   }
-  const remote = normalizeIp(attrs.get('client_address') ?? '');
+  // The address matters for an authenticated session, or to remember a certificate shown at EHLO.
+  const remote = user === '' && fps.length === 0 ? null : normalizeIp(attrs.get('client_address') ?? '');
   if (user === '') return { kind: 'skip', why: 'session is not authenticated (no sasl_username): DUNNO', remote, certFingerprints: fps };
   const request: AuthRequest = {
     protocol: 'smtp',

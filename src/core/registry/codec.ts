@@ -1,67 +1,94 @@
 import { MODES, type Mode } from '../rules/types.js';
-import { RegistryError, type Device, type RegistryData, type UserRecord } from './types.js';
+import { RegistryError, type RegistryOp, type StoredDevice } from './types.js';
 
 export const REGISTRY_FORMAT = 'cidlock-registry';
-export const REGISTRY_VERSION = 1;
+export const REGISTRY_VERSION = 2;
+export const SNAPSHOT_HEADER = `${JSON.stringify({ format: REGISTRY_FORMAT, version: REGISTRY_VERSION })}\n`;
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const TYPE = /^[A-Z0-9_-]{1,16}$/;
 
-function fail(where: string, what: string): never {
-  throw new RegistryError(`${where}: ${what}`);
+// Repeated small strings (kinds, types, sources) share one copy: millions of devices, a few values.
+const interned = new Map<string, string>();
+function intern(s: string): string {
+  const hit = interned.get(s);
+  if (hit !== undefined) return hit;
+  if (interned.size < 10_000) interned.set(s, s);
+  return s;
 }
 
-function decodeDevice(raw: unknown, where: string): Device {
-  if (typeof raw !== 'object' || raw === null) fail(where, 'expected an object');
-  const d = raw as Record<string, unknown>;
-  const kind = d.kind;
-  if (kind !== 'cid' && kind !== 'cert') fail(where, 'kind must be cid or cert');
-  if (typeof d.hash !== 'string' || !HEX64.test(d.hash)) fail(where, 'hash must be 64 lowercase hex digits');
-  if (typeof d.type !== 'string' || (kind === 'cert' ? d.type !== 'cert' : !TYPE.test(d.type))) fail(where, 'bad type');
-  if (d.source !== 'admin' && d.source !== 'learn') fail(where, 'source must be admin or learn');
-  if (typeof d.label !== 'string' || typeof d.added !== 'string') fail(where, 'label and added must be text');
-  return { id: d.hash.slice(0, 12), kind, type: d.type, hash: d.hash, label: d.label, added: d.added, source: d.source };
+type DeviceTuple = [hash: string, kind: string, type: string, label: string, added: number, source: string];
+
+export function encodeDevice(d: StoredDevice): DeviceTuple {
+  return [d.hash, d.kind, d.type, d.label, d.added, d.source];
 }
 
-export function decodeRegistry(text: string, file: string): RegistryData {
-  let raw: unknown;
+function decodeDevice(raw: unknown, where: string): StoredDevice {
+  if (!Array.isArray(raw) || raw.length !== 6) throw new RegistryError(`${where}: a device must be [hash, kind, type, label, added, source]`);
+  const [hash, kind, type, label, added, source] = raw as unknown[];
+  if (typeof hash !== 'string' || !HEX64.test(hash)) throw new RegistryError(`${where}: hash must be 64 lowercase hex digits`);
+  if (kind !== 'cid' && kind !== 'cert') throw new RegistryError(`${where}: kind must be cid or cert`);
+  if (typeof type !== 'string' || (kind === 'cert' ? type !== 'cert' : !TYPE.test(type))) throw new RegistryError(`${where}: bad type`);
+  if (typeof label !== 'string') throw new RegistryError(`${where}: label must be text`);
+  if (typeof added !== 'number' || !Number.isFinite(added)) throw new RegistryError(`${where}: added must be a time in ms`);
+  if (source !== 'admin' && source !== 'learn') throw new RegistryError(`${where}: source must be admin or learn`);
+  return { hash, kind: intern(kind) as 'cid' | 'cert', type: intern(type), label, added, source: intern(source) as 'admin' | 'learn' };
+}
+
+function mode(raw: unknown, where: string): Mode | null {
+  if (raw === null) return null;
+  if ((MODES as readonly unknown[]).includes(raw)) return raw as Mode;
+  throw new RegistryError(`${where}: mode must be one of ${MODES.join(', ')} or null`);
+}
+
+function parse(line: string, where: string): Record<string, unknown> {
+  let v: unknown;
   try {
-    raw = JSON.parse(text);
+    v = JSON.parse(line);
   } catch (err) {
-    fail(file, `not valid JSON (${(err as Error).message})`);
+    throw new RegistryError(`${where}: not valid JSON (${(err as Error).message})`);
   }
-  const top = raw as Record<string, unknown>;
-  if (typeof top !== 'object' || top === null || top.format !== REGISTRY_FORMAT) fail(file, `not a ${REGISTRY_FORMAT} file`);
-  if (top.version !== REGISTRY_VERSION) fail(file, `version ${String(top.version)} is not supported (expected ${REGISTRY_VERSION})`);
-  const users = new Map<string, UserRecord>();
-  const rawUsers = top.users;
-  if (typeof rawUsers !== 'object' || rawUsers === null) fail(file, 'users must be an object');
-  for (const [user, rec] of Object.entries(rawUsers)) {
-    const where = `${file}: users[${JSON.stringify(user)}]`;
-    if (typeof rec !== 'object' || rec === null) fail(where, 'expected an object');
-    const r = rec as Record<string, unknown>;
-    const out: UserRecord = { devices: [] };
-    if (r.mode !== undefined) {
-      if (!(MODES as readonly unknown[]).includes(r.mode)) fail(where, `mode must be one of ${MODES.join(', ')}`);
-      out.mode = r.mode as Mode;
-    }
-    if (!Array.isArray(r.devices)) fail(where, 'devices must be a list');
-    out.devices = r.devices.map((d, i) => decodeDevice(d, `${where}.devices[${i}]`));
-    users.set(user, out);
-  }
-  return { users };
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RegistryError(`${where}: expected an object`);
+  return v as Record<string, unknown>;
 }
 
-/** One line per user keeps the file readable and diffable while staying compact at scale. */
-export function encodeRegistry(data: RegistryData): string {
-  const lines: string[] = [];
-  const names = [...data.users.keys()].sort();
-  for (const name of names) {
-    const rec = data.users.get(name)!;
-    if (rec.mode === undefined && rec.devices.length === 0) continue;
-    const devices = rec.devices.map(({ kind, type, hash, label, added, source }) => ({ kind, type, hash, label, added, source }));
-    const body = rec.mode === undefined ? { devices } : { mode: rec.mode, devices };
-    lines.push(`${JSON.stringify(name)}:${JSON.stringify(body)}`);
+export function checkSnapshotHeader(line: string, where: string): void {
+  const h = parse(line, where);
+  if (h.format !== REGISTRY_FORMAT) throw new RegistryError(`${where}: not a ${REGISTRY_FORMAT} file`);
+  if (h.version !== REGISTRY_VERSION) throw new RegistryError(`${where}: version ${String(h.version)} is not supported (expected ${REGISTRY_VERSION})`);
+}
+
+/** One user line of the snapshot: {"u": user, "m"?: mode, "d": [device, ...]}, replayed as operations. */
+export function snapshotLineOps(line: string, where: string, apply: (op: RegistryOp) => void): void {
+  const o = parse(line, where);
+  if (typeof o.u !== 'string' || o.u === '') throw new RegistryError(`${where}: "u" must be a user name`);
+  if (o.m !== undefined) apply({ op: 'mode', user: o.u, mode: mode(o.m, where) });
+  if (!Array.isArray(o.d)) throw new RegistryError(`${where}: "d" must be a list of devices`);
+  for (let i = 0; i < o.d.length; i++) apply({ op: 'add', user: o.u, device: decodeDevice(o.d[i], `${where}: device ${i + 1}`) });
+}
+
+export function encodeSnapshotLine(user: string, m: Mode | undefined, devices: Iterable<StoredDevice>): string {
+  const d = [...devices].map(encodeDevice);
+  return `${JSON.stringify(m === undefined ? { u: user, d } : { u: user, m, d })}\n`;
+}
+
+export function encodeOp(op: RegistryOp): string {
+  switch (op.op) {
+    case 'add': return `${JSON.stringify({ op: 'add', u: op.user, d: encodeDevice(op.device) })}\n`;
+    case 'remove': return `${JSON.stringify({ op: 'rm', u: op.user, h: op.hashes })}\n`;
+    case 'mode': return `${JSON.stringify({ op: 'mode', u: op.user, m: op.mode })}\n`;
   }
-  return `{"format":${JSON.stringify(REGISTRY_FORMAT)},"version":${REGISTRY_VERSION},"users":{\n${lines.join(',\n')}\n}}\n`;
+}
+
+export function decodeOp(line: string, where: string): RegistryOp {
+  const o = parse(line, where);
+  if (typeof o.u !== 'string' || o.u === '') throw new RegistryError(`${where}: "u" must be a user name`);
+  switch (o.op) {
+    case 'add': return { op: 'add', user: o.u, device: decodeDevice(o.d, where) };
+    case 'rm':
+      if (!Array.isArray(o.h) || !o.h.every((h) => typeof h === 'string' && HEX64.test(h))) throw new RegistryError(`${where}: "h" must be a list of hashes`);
+      return { op: 'remove', user: o.u, hashes: o.h as string[] };
+    case 'mode': return { op: 'mode', user: o.u, mode: mode(o.m, where) };
+    default: throw new RegistryError(`${where}: unknown operation ${JSON.stringify(o.op)}`);
+  }
 }

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { createFileExclusive, writeFileAtomic } from '../atomic-file.js';
-import { decodeRegistry, encodeRegistry } from './codec.js';
-import { RegistryError, type RegistryData, type RegistryStore } from './types.js';
+import { createFileExclusive } from '../atomic-file.js';
+import { checkSnapshotHeader, decodeOp, encodeOp, encodeSnapshotLine, snapshotLineOps, SNAPSHOT_HEADER } from './codec.js';
+import { RegistryError, type RegistryOp, type RegistryStore, type StoreCursor } from './types.js';
 
 export const REGISTRY_FILE = 'registry.json';
+export const JOURNAL_FILE = 'registry.journal';
 export const SECRET_FILE = 'secret';
 const LOCK_FILE = 'registry.lock';
 const LOCK_WAIT_MS = 10_000;
@@ -74,32 +75,92 @@ function withLock<T>(dir: string, fn: () => T): T {
 /** Temp files of writers killed mid-write (kill -9) are garbage once their process is gone. */
 function removeLeftovers(dir: string): void {
   for (const name of readdirSync(dir)) {
-    const m = /^\.registry\.json\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name) ?? /^registry\.lock\.(\d+)\.[0-9a-f]+$/.exec(name);
+    const m = /^\.registry\.(?:json|journal)\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name) ?? /^registry\.lock\.(\d+)\.[0-9a-f]+$/.exec(name);
     if (m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) {
       try { unlinkSync(join(dir, name)); } catch { /* raced with another cleaner */ }
     }
   }
 }
 
-function ensureDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+const CHUNK = 1 << 20;
+/** A journal this much larger than the snapshot (or 16 MB) is folded into a new snapshot. */
+const COMPACT_MIN_BYTES = 16 * 1024 * 1024;
+
+function fileId(path: string): { id: string; size: number } {
+  try {
+    const st = statSync(path);
+    return { id: `${st.ino}:${st.mtimeMs}`, size: st.size };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { id: 'absent', size: 0 };
+    throw new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
 }
 
-/** The registry as one JSON file in `state_dir`, replaced atomically on every change. */
+function journalId(path: string): { id: string; size: number } {
+  try {
+    const st = statSync(path);
+    return { id: String(st.ino), size: st.size };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { id: 'absent', size: 0 };
+    throw new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+/**
+ * Calls `onLine` for every complete line from `from`, reading in chunks so a registry of millions
+ * of devices never sits in memory as one string. Returns the offset after the last complete line:
+ * a line still being written (or torn by a crash) is left for later.
+ */
+function readLines(path: string, from: number, onLine: (line: string, lineNo: number) => void): number {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return from;
+    throw new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  try {
+    const buf = Buffer.allocUnsafe(CHUNK);
+    let carry = Buffer.alloc(0);
+    let pos = from;
+    let done = from;
+    let lineNo = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, CHUNK, pos);
+      if (n === 0) break;
+      pos += n;
+      let data = carry.length === 0 ? buf.subarray(0, n) : Buffer.concat([carry, buf.subarray(0, n)]);
+      let start = 0;
+      for (let nl = data.indexOf(10, start); nl >= 0; nl = data.indexOf(10, start)) {
+        lineNo++;
+        if (nl > start) onLine(data.toString('utf8', start, nl), lineNo);
+        done += nl + 1 - start;
+        start = nl + 1;
+      }
+      carry = Buffer.from(data.subarray(start));
+      data = carry;
+    }
+    return done;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAll(fd: number, text: string): void {
+  const b = Buffer.from(text, 'utf8');
+  let off = 0;
+  while (off < b.length) off += writeSync(fd, b, off, b.length - off);
+}
+
+/** The registry as a snapshot (registry.json) and an append-only journal (registry.journal) in state_dir. */
 export function fileStore(stateDir: string): RegistryStore {
-  const file = join(stateDir, REGISTRY_FILE);
+  const snapshotPath = join(stateDir, REGISTRY_FILE);
+  const journalPath = join(stateDir, JOURNAL_FILE);
   const secretFile = join(stateDir, SECRET_FILE);
 
-  const load = (): RegistryData => {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { users: new Map() };
-      throw new RegistryError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-    return decodeRegistry(text, file);
-  };
+  const readJournal = (from: number, apply: (op: RegistryOp) => void): number =>
+    readLines(journalPath, from, (line, n) => apply(decodeOp(line, `${journalPath}: entry ${n} after offset ${from}`)));
 
   const readSecret = (): Buffer | null => {
     let text: string;
@@ -114,34 +175,118 @@ export function fileStore(stateDir: string): RegistryStore {
     return Buffer.from(hex, 'hex');
   };
 
+  const replaceAtomically = (path: string, write: (fd: number) => void): void => {
+    const tmp = join(stateDir, `.${path.slice(stateDir.length + 1)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      write(fd);
+      fsyncSync(fd);
+    } catch (err) {
+      closeSync(fd);
+      try { unlinkSync(tmp); } catch { /* gone */ }
+      throw err;
+    }
+    closeSync(fd);
+    renameSync(tmp, path);
+  };
+
+  const syncDir = () => {
+    let fd: number | undefined;
+    try {
+      fd = openSync(stateDir, 'r');
+      fsyncSync(fd);
+    } catch {
+      // some filesystems refuse fsync on directories; the rename is still atomic there
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  };
+
   return {
-    location: file,
-    load,
-    update(change) {
-      ensureDir(stateDir);
+    location: snapshotPath,
+    readAll(apply) {
+      // Stat first: a compaction racing this read shows as a changed id, and the next check re-reads.
+      const snap = fileId(snapshotPath);
+      const jid = journalId(journalPath);
+      let first = true;
+      const read = readLines(snapshotPath, 0, (line, n) => {
+        const where = `${snapshotPath}: line ${n}`;
+        if (first) {
+          checkSnapshotHeader(line, where);
+          first = false;
+        } else {
+          snapshotLineOps(line, where, apply);
+        }
+      });
+      // Snapshots are written whole and renamed into place: anything unterminated is damage.
+      if (read < snap.size || (first && snap.size > 0)) throw new RegistryError(`${snapshotPath}: damaged (ends inside a line); refusing to use or overwrite it`);
+      const offset = readJournal(0, apply);
+      return { snapshot: snap.id, journal: jid.id, offset };
+    },
+    readSince(cursor, apply) {
+      const snap = fileId(snapshotPath);
+      const jid = journalId(journalPath);
+      if (snap.id !== cursor.snapshot || jid.id !== cursor.journal || jid.size < cursor.offset) return null;
+      if (jid.size === cursor.offset) return cursor;
+      return { ...cursor, offset: readJournal(cursor.offset, apply) };
+    },
+    changedSince(cursor) {
+      const jid = journalId(journalPath);
+      return jid.id !== cursor.journal || jid.size !== cursor.offset || fileId(snapshotPath).id !== cursor.snapshot;
+    },
+    withLock(fn) {
+      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
       return withLock(stateDir, () => {
         removeLeftovers(stateDir);
-        const data = load();
-        const { result, write } = change(data);
-        if (write) writeFileAtomic(file, encodeRegistry(data), 0o600);
-        return { result, data };
+        return fn();
       });
+    },
+    append(cursor, ops) {
+      const fd = openSync(journalPath, 'a', 0o600);
+      let created = false;
+      try {
+        const st = fstatSync(fd);
+        created = cursor.journal === 'absent';
+        // Bytes past the last complete line are a write torn by a crash: never acknowledged, so dropped.
+        if (st.size > cursor.offset) ftruncateSync(fd, cursor.offset);
+        const text = ops.map(encodeOp).join('');
+        writeAll(fd, text);
+        fsyncSync(fd);
+        if (created) syncDir();
+        return { ...cursor, journal: String(st.ino), offset: cursor.offset + Buffer.byteLength(text) };
+      } finally {
+        closeSync(fd);
+      }
+    },
+    shouldCompact(cursor) {
+      return cursor.offset > Math.max(COMPACT_MIN_BYTES, fileId(snapshotPath).size);
+    },
+    compact(users) {
+      replaceAtomically(snapshotPath, (fd) => {
+        writeAll(fd, SNAPSHOT_HEADER);
+        let batch = '';
+        for (const [user, rec] of users) {
+          batch += encodeSnapshotLine(user, rec.mode, rec.devices);
+          if (batch.length > CHUNK) {
+            writeAll(fd, batch);
+            batch = '';
+          }
+        }
+        writeAll(fd, batch);
+      });
+      // The snapshot holds everything now; a crash before this line replays the old journal on
+      // top of it, which changes nothing: every operation is idempotent.
+      replaceAtomically(journalPath, () => {});
+      syncDir();
+      return { snapshot: fileId(snapshotPath).id, journal: journalId(journalPath).id, offset: 0 };
     },
     secret(create) {
       const existing = readSecret();
       if (existing !== null || !create) return existing;
-      ensureDir(stateDir);
+      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
       // Exclusive create: if two processes race, both end up using the one that landed first.
       createFileExclusive(secretFile, `${randomBytes(32).toString('hex')}\n`, 0o600);
       return readSecret();
-    },
-    version() {
-      try {
-        const st = statSync(file);
-        return `${st.ino}:${st.size}:${st.mtimeMs}`;
-      } catch {
-        return 'absent';
-      }
     },
   };
 }

@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { cidText, type Cid } from '../cid.js';
 import type { Mode } from '../rules/types.js';
 import type { RegistryUserSettings } from '../rules/resolve.js';
-import { RegistryError, type Device, type DeviceSource, type RegistryData, type RegistryStore, type UserRecord } from './types.js';
+import { RegistryError, type Device, type DeviceSource, type RegistryOp, type RegistryStore, type StoreCursor, type StoredDevice } from './types.js';
 
 export type DeviceInput =
   | { kind: 'cid'; cid: Cid; label?: string }
@@ -14,11 +14,6 @@ export type AddResult =
   | { status: 'full'; count: number };
 
 export type DeviceSelector = { id: string } | { label: string };
-
-interface IndexedUser {
-  record: UserRecord;
-  byHash: Map<string, Device>;
-}
 
 export interface Registry {
   readonly location: string;
@@ -37,7 +32,7 @@ export interface Registry {
   addMany(items: ReadonlyArray<{ user: string; input: DeviceInput }>, now?: Date): { added: number; existing: number };
   remove(user: string, selector: DeviceSelector): Device[];
   setMode(user: string, mode: Mode | null): void;
-  /** Re-reads the store if another process changed it; true when something was reloaded. */
+  /** Catches up with changes other processes made; true when something changed. */
   refresh(): boolean;
 }
 
@@ -48,29 +43,58 @@ export function cleanLabel(label: string | undefined): string {
   return (label ?? '').replace(/[\x00-\x1f\x7f]/g, ' ').trim().slice(0, LABEL_MAX);
 }
 
-interface Index {
-  users: Map<string, IndexedUser>;
-  certs: Set<string>;
+interface UserEntry {
+  mode?: Mode;
+  devices: Map<string, StoredDevice>; // by hash: O(1) lookups
 }
 
-function index(data: RegistryData): Index {
-  const users = new Map<string, IndexedUser>();
-  const certs = new Set<string>();
-  for (const [name, record] of data.users) {
-    const byHash = new Map<string, Device>();
-    for (const d of record.devices) {
-      byHash.set(d.hash, d);
-      if (d.kind === 'cert') certs.add(d.hash);
+const view = (d: StoredDevice): Device => ({
+  id: d.hash.slice(0, 12), kind: d.kind, type: d.type, hash: d.hash, label: d.label, added: new Date(d.added).toISOString(), source: d.source,
+});
+
+/** The whole registry in memory, built and kept current by replaying operations. */
+function createIndex() {
+  const users = new Map<string, UserEntry>();
+  // Certificates registered by anyone, counted so removing one user's copy keeps the others'.
+  const certs = new Map<string, number>();
+  let devices = 0;
+  const apply = (op: RegistryOp): void => {
+    let u = users.get(op.user);
+    if (op.op === 'mode') {
+      if (op.mode === null) {
+        if (u !== undefined) delete u.mode;
+      } else {
+        if (u === undefined) users.set(op.user, (u = { devices: new Map() }));
+        u.mode = op.mode;
+      }
+    } else if (op.op === 'add') {
+      if (u === undefined) users.set(op.user, (u = { devices: new Map() }));
+      if (u.devices.has(op.device.hash)) return; // idempotent: a replayed add changes nothing
+      u.devices.set(op.device.hash, op.device);
+      devices++;
+      if (op.device.kind === 'cert') certs.set(op.device.hash, (certs.get(op.device.hash) ?? 0) + 1);
+    } else if (u !== undefined) {
+      for (const h of op.hashes) {
+        const d = u.devices.get(h);
+        if (d === undefined) continue;
+        u.devices.delete(h);
+        devices--;
+        if (d.kind === 'cert') {
+          const n = (certs.get(h) ?? 1) - 1;
+          if (n <= 0) certs.delete(h);
+          else certs.set(h, n);
+        }
+      }
     }
-    users.set(name, { record, byHash });
-  }
-  return { users, certs };
+    if (u !== undefined && u.mode === undefined && u.devices.size === 0) users.delete(op.user);
+  };
+  return { users, certs, apply, count: () => devices };
 }
 
 /** Opens the registry; `create` allows making the CID secret (commands that only read pass false). */
 export function openRegistry(store: RegistryStore, opts: { create: boolean }): Registry {
-  let idx = index(store.load());
-  let version = store.version();
+  let idx = createIndex();
+  let cursor: StoreCursor = store.readAll(idx.apply);
   let secret = store.secret(false);
 
   const hashCid = (cid: Cid, key: Buffer) => createHmac('sha256', key).update(cidText(cid)).digest('hex');
@@ -82,116 +106,104 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     }
     return hashCid(input.cid, secret!);
   };
-  const mutate = <T>(change: (data: RegistryData) => { result: T; write: boolean }): T => {
-    const { result, data } = store.update(change);
-    idx = index(data);
-    version = store.version();
-    return result;
+  const reloadAll = (): void => {
+    const fresh = createIndex();
+    cursor = store.readAll(fresh.apply);
+    idx = fresh;
+    secret = store.secret(false);
   };
-  const makeDevice = (input: DeviceInput, hash: string, source: DeviceSource, now: Date): Device => ({
-    id: hash.slice(0, 12),
-    kind: input.kind,
-    type: input.kind === 'cid' ? input.cid.type : 'cert',
-    hash,
-    label: cleanLabel(input.label),
-    added: now.toISOString(),
-    source,
+  const catchUp = (): boolean => {
+    if (!store.changedSince(cursor)) return false;
+    const next = store.readSince(cursor, idx.apply);
+    if (next === null) reloadAll();
+    else cursor = next;
+    return true;
+  };
+  /** Plans operations on the freshest state under the lock, then makes them durable before applying. */
+  const mutate = <T>(plan: () => { ops: RegistryOp[]; result: T }): T =>
+    store.withLock(() => {
+      catchUp();
+      const { ops, result } = plan();
+      if (ops.length > 0) {
+        cursor = store.append(cursor, ops);
+        for (const op of ops) idx.apply(op);
+        if (store.shouldCompact(cursor)) cursor = store.compact([...idx.users].map(([u, e]) => [u, { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() }] as const));
+      }
+      return result;
+    });
+  const stored = (input: DeviceInput, hash: string, source: DeviceSource, now: Date): StoredDevice => ({
+    hash, kind: input.kind, type: input.kind === 'cid' ? input.cid.type : 'cert', label: cleanLabel(input.label), added: now.getTime(), source,
   });
-  const recordOf = (data: RegistryData, user: string): UserRecord => {
-    let rec = data.users.get(user);
-    if (rec === undefined) {
-      rec = { devices: [] };
-      data.users.set(user, rec);
-    }
-    return rec;
-  };
 
   return {
     location: store.location,
     settings: (user) => {
-      const mode = idx.users.get(user)?.record.mode;
+      const mode = idx.users.get(user)?.mode;
       return mode === undefined ? {} : { mode };
     },
-    devices: (user) => idx.users.get(user)?.record.devices ?? [],
+    devices: (user) => [...(idx.users.get(user)?.devices.values() ?? [])].map(view),
     cidHash: (cid) => (secret === null ? null : hashCid(cid, secret)),
     findCid(user, cid) {
       const u = idx.users.get(user);
-      if (u === undefined || secret === null) return undefined;
-      return u.byHash.get(hashCid(cid, secret));
+      if (u === undefined || secret === null || u.devices.size === 0) return undefined;
+      const d = u.devices.get(hashCid(cid, secret));
+      return d === undefined ? undefined : view(d);
     },
     findCert(user, fingerprints) {
       const u = idx.users.get(user);
       if (u === undefined) return undefined;
       for (const fp of fingerprints) {
-        const d = u.byHash.get(fp);
-        if (d !== undefined && d.kind === 'cert') return d;
+        const d = u.devices.get(fp);
+        if (d !== undefined && d.kind === 'cert') return view(d);
       }
       return undefined;
     },
-    users: () => idx.users.keys(),
     certRegistered: (fp) => idx.certs.has(fp),
-    size() {
-      let devices = 0;
-      for (const u of idx.users.values()) devices += u.record.devices.length;
-      return { users: idx.users.size, devices };
-    },
+    users: () => idx.users.keys(),
+    size: () => ({ users: idx.users.size, devices: idx.count() }),
     add(user, input, source, o = {}) {
       const hash = hashOf(input);
-      return mutate<AddResult>((data) => {
-        const rec = recordOf(data, user);
-        const existing = rec.devices.find((d) => d.hash === hash);
-        if (existing !== undefined) return { result: { status: 'exists', device: existing }, write: false };
-        // Re-checked under the lock: another process may have registered a device meanwhile.
-        if (o.maxDevices !== undefined && rec.devices.length >= o.maxDevices) {
-          return { result: { status: 'full', count: rec.devices.length }, write: false };
-        }
-        const device = makeDevice(input, hash, source, o.now ?? new Date());
-        rec.devices.push(device);
-        return { result: { status: 'added', device }, write: true };
+      return mutate<AddResult>(() => {
+        const u = idx.users.get(user);
+        const existing = u?.devices.get(hash);
+        if (existing !== undefined) return { ops: [], result: { status: 'exists', device: view(existing) } };
+        // Checked under the lock: another process may have registered a device meanwhile.
+        const count = u?.devices.size ?? 0;
+        if (o.maxDevices !== undefined && count >= o.maxDevices) return { ops: [], result: { status: 'full', count } };
+        const device = stored(input, hash, source, o.now ?? new Date());
+        return { ops: [{ op: 'add', user, device }], result: { status: 'added', device: view(device) } };
       });
     },
     addMany(items, now = new Date()) {
       const hashed = items.map((it) => ({ user: it.user, input: it.input, hash: hashOf(it.input) }));
-      return mutate((data) => {
-        let added = 0;
+      return mutate(() => {
+        const ops: RegistryOp[] = [];
+        const seen = new Set<string>();
         let existing = 0;
         for (const it of hashed) {
-          const rec = recordOf(data, it.user);
-          if (rec.devices.some((d) => d.hash === it.hash)) existing++;
+          const key = `${it.user}\0${it.hash}`;
+          if (seen.has(key) || idx.users.get(it.user)?.devices.has(it.hash)) existing++;
           else {
-            rec.devices.push(makeDevice(it.input, it.hash, 'admin', now));
-            added++;
+            seen.add(key);
+            ops.push({ op: 'add', user: it.user, device: stored(it.input, it.hash, 'admin', now) });
           }
         }
-        return { result: { added, existing }, write: added > 0 };
+        return { ops, result: { added: ops.length, existing } };
       });
     },
     remove(user, selector) {
-      return mutate((data) => {
-        const rec = data.users.get(user);
-        if (rec === undefined) return { result: [] as Device[], write: false };
-        const hit = (d: Device) => ('id' in selector ? d.hash.startsWith(selector.id.toLowerCase()) : d.label === selector.label);
-        const removed = rec.devices.filter(hit);
-        if ('id' in selector && removed.length > 1) throw new RegistryError(`device ID ${selector.id} is ambiguous for ${user}: it matches ${removed.length} devices`);
-        rec.devices = rec.devices.filter((d) => !hit(d));
-        return { result: removed, write: removed.length > 0 };
+      return mutate(() => {
+        const u = idx.users.get(user);
+        if (u === undefined) return { ops: [], result: [] as Device[] };
+        const hits = [...u.devices.values()].filter((d) => ('id' in selector ? d.hash.startsWith(selector.id.toLowerCase()) : d.label === selector.label));
+        if ('id' in selector && hits.length > 1) throw new RegistryError(`device ID ${selector.id} is ambiguous for ${user}: it matches ${hits.length} devices`);
+        if (hits.length === 0) return { ops: [], result: [] as Device[] };
+        return { ops: [{ op: 'remove', user, hashes: hits.map((d) => d.hash) }], result: hits.map(view) };
       });
     },
     setMode(user, mode) {
-      mutate((data) => {
-        const rec = recordOf(data, user);
-        if (mode === null) delete rec.mode;
-        else rec.mode = mode;
-        return { result: undefined, write: true };
-      });
+      mutate(() => ({ ops: [{ op: 'mode', user, mode }], result: undefined }));
     },
-    refresh() {
-      const v = store.version();
-      if (v === version) return false;
-      idx = index(store.load());
-      version = v;
-      secret = store.secret(false);
-      return true;
-    },
+    refresh: catchUp,
   };
 }

@@ -3,6 +3,7 @@ import type { Mode } from '../rules/types.js';
 export type DeviceKind = 'cid' | 'cert';
 export type DeviceSource = 'admin' | 'learn';
 
+/** A registered device as commands and the API show it. */
 export interface Device {
   /** Short handle for the CLI and logs: the first 12 hex digits of `hash`; never the raw CID. */
   id: string;
@@ -16,33 +17,51 @@ export interface Device {
   source: DeviceSource;
 }
 
-export interface UserRecord {
-  mode?: Mode;
-  devices: Device[];
+/** A device as kept in memory and on disk: compact, since a registry can hold millions. */
+export interface StoredDevice {
+  hash: string;
+  kind: DeviceKind;
+  type: string;
+  label: string;
+  added: number; // epoch ms
+  source: DeviceSource;
 }
 
-/** The whole registry as stored: plain data, no indexes. */
-export interface RegistryData {
-  users: Map<string, UserRecord>;
+/** Every change to the registry is one of these, appended to the journal. Replaying is idempotent. */
+export type RegistryOp =
+  | { op: 'add'; user: string; device: StoredDevice }
+  | { op: 'remove'; user: string; hashes: string[] }
+  | { op: 'mode'; user: string; mode: Mode | null };
+
+/** How far a reader has read: which snapshot and journal files, and the journal offset. */
+export interface StoreCursor {
+  snapshot: string;
+  journal: string;
+  offset: number;
 }
 
 /**
- * Where the registry lives. The file store is the only one today; a shared store for several
- * cidlock hosts implements the same three calls.
+ * Where the registry lives: a snapshot plus an append-only journal of operations. The file store
+ * is the only one today; a shared store for several cidlock hosts implements the same calls.
  */
 export interface RegistryStore {
   readonly location: string;
-  /** The current state; an absent registry is empty. Throws RegistryError on a damaged one. */
-  load(): RegistryData;
-  /**
-   * Runs `change` on the freshest state while holding an exclusive lock, then persists the new
-   * state atomically. Nothing is written when `change` throws or returns `{ write: false }`.
-   */
-  update<T>(change: (data: RegistryData) => { result: T; write: boolean }): { result: T; data: RegistryData };
+  /** Replays the snapshot, then the journal. Throws RegistryError on damaged files. */
+  readAll(apply: (op: RegistryOp) => void): StoreCursor;
+  /** Replays journal entries after `cursor`; null when the files were replaced (compacted): read all again. */
+  readSince(cursor: StoreCursor, apply: (op: RegistryOp) => void): StoreCursor | null;
+  /** Cheap check (a stat per file) for changes by any process since `cursor`. */
+  changedSince(cursor: StoreCursor): boolean;
+  /** Runs `fn` holding the registry's exclusive lock (shared by the daemon and the CLI). */
+  withLock<T>(fn: () => T): T;
+  /** With the lock held and the caller caught up to `cursor`: appends `ops` durably (fsync). */
+  append(cursor: StoreCursor, ops: readonly RegistryOp[]): StoreCursor;
+  /** Whether the journal has grown enough that a new snapshot is worth writing. */
+  shouldCompact(cursor: StoreCursor): boolean;
+  /** With the lock held: writes a new snapshot from `users` atomically and starts an empty journal. */
+  compact(users: Iterable<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]>): StoreCursor;
   /** The HMAC key for CIDs; created on first use when `create`, else null if there is none yet. */
   secret(create: boolean): Buffer | null;
-  /** A token that changes whenever the stored registry changes (to reload cheaply). */
-  version(): string;
 }
 
 export class RegistryError extends Error {
