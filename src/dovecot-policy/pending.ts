@@ -1,4 +1,3 @@
-import { LRUCache } from 'lru-cache';
 import type { Decision } from '../core/decide.js';
 import type { DovecotBody } from './translate.js';
 
@@ -17,7 +16,38 @@ export function loginKey(b: DovecotBody): string {
   return [b.login, b.protocol, b.remote, b.session_id, b.device_id, (b as { pwhash?: unknown }).pwhash].map(field).join('\0');
 }
 
-/** Bounded: entries of logins whose report never comes (Dovecot restarted) age out. */
-export function createPendingLogins(max = 50_000, ttlMs = 120_000): LRUCache<string, Pending> {
-  return new LRUCache<string, Pending>({ max, ttl: ttlMs });
+export interface PendingLogins {
+  get(key: string): Pending | undefined;
+  set(key: string, p: Pending): void;
+  delete(key: string): void;
+  readonly size: number;
+}
+
+/**
+ * Bounded: entries of logins whose report never comes (Dovecot restarted) age out. A plain Map
+ * in insertion order is enough, since entries live seconds and are never refreshed; it costs far
+ * less per login than an LRU with timers.
+ */
+export function createPendingLogins(max = 50_000, ttlMs = 120_000, now: () => number = Date.now): PendingLogins {
+  const map = new Map<string, Pending & { at: number }>();
+  return {
+    get(key) {
+      const e = map.get(key);
+      if (e === undefined) return undefined;
+      if (now() - e.at > ttlMs) {
+        map.delete(key);
+        return undefined;
+      }
+      return e;
+    },
+    set(key, p) {
+      map.delete(key);
+      map.set(key, Object.assign(p, { at: now() }));
+      if (map.size > max) map.delete(map.keys().next().value!);
+    },
+    delete: (key) => void map.delete(key),
+    get size() {
+      return map.size;
+    },
+  };
 }

@@ -48,9 +48,14 @@ interface UserEntry {
   devices: Map<string, StoredDevice>; // by hash: O(1) lookups
 }
 
+// Lookups run on every login; formatting the date only when someone reads it keeps them cheap.
 const view = (d: StoredDevice): Device => ({
-  id: d.hash.slice(0, 12), kind: d.kind, type: d.type, hash: d.hash, label: d.label, added: new Date(d.added).toISOString(), source: d.source,
+  id: d.hash.slice(0, 12), kind: d.kind, type: d.type, hash: d.hash, label: d.label, source: d.source,
+  get added() { return new Date(d.added).toISOString(); },
 });
+
+/** Recently hashed CIDs: a device logs in again and again, and HMAC is the costliest step of a lookup. */
+const CID_HASH_CACHE = 50_000;
 
 /** The whole registry in memory, built and kept current by replaying operations. */
 function createIndex() {
@@ -97,12 +102,24 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
   let cursor: StoreCursor = store.readAll(idx.apply);
   let secret = store.secret(false);
 
-  const hashCid = (cid: Cid, key: Buffer) => createHmac('sha256', key).update(cidText(cid)).digest('hex');
+  // Raw CIDs live only in this process's memory, never on disk or in logs.
+  let hashCache = new Map<string, string>();
+  const hashCid = (cid: Cid, key: Buffer): string => {
+    const text = cidText(cid);
+    let h = hashCache.get(text);
+    if (h === undefined) {
+      h = createHmac('sha256', key).update(text).digest('hex');
+      if (hashCache.size >= CID_HASH_CACHE) hashCache.delete(hashCache.keys().next().value!);
+      hashCache.set(text, h);
+    }
+    return h;
+  };
   const hashOf = (input: DeviceInput): string => {
     if (input.kind === 'cert') return input.fingerprint;
     if (secret === null) {
       if (!opts.create) throw new RegistryError('the registry is open read-only and has no secret yet');
       secret = store.secret(true);
+      hashCache = new Map();
     }
     return hashCid(input.cid, secret!);
   };
@@ -110,7 +127,9 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     const fresh = createIndex();
     cursor = store.readAll(fresh.apply);
     idx = fresh;
-    secret = store.secret(false);
+    const next = store.secret(false);
+    if (next === null || secret === null || !next.equals(secret)) hashCache = new Map();
+    secret = next;
   };
   const catchUp = (): boolean => {
     if (!store.changedSince(cursor)) return false;
