@@ -144,7 +144,7 @@ export function idField(fields: ClientIdFields, names: readonly string[]): strin
   for (const name of names) {
     const wanted = asciiLower(name);
     // Only the first occurrence counts: a later repeat must not override what the client said first.
-    const pair = fields.pairs.find(([key]) => asciiLower(key) === wanted);
+    const pair = fields.pairs.find(([key]) => key.length === wanted.length && (key === wanted || asciiLower(key) === wanted));
     if (pair !== undefined && pair[1] !== null) return pair[1];
   }
   return undefined;
