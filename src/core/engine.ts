@@ -99,6 +99,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const limitsTotal = m?.counter('limit_triggers_total', 'Attack-defence limits that became active', ['rule']);
   const alertsTotal = m?.counter('unknown_device_alerts_total', 'unknown_device alerts raised');
   const learnedTotal = m?.counter('devices_learned_total', 'Devices registered by learn mode', ['status']);
+  const writeErrors = m?.counter('registry_write_errors_total', 'Registry writes that failed (disk full, read-only)');
   if (m !== undefined) {
     m.gaugeFn('registry_users', 'Users in the device registry', () => registry.size().users);
     m.gaugeFn('registry_devices', 'Devices in the device registry', () => registry.size().devices);
@@ -186,7 +187,15 @@ export function createEngine(opts: EngineOptions): Engine {
         const input = d.learn.kind === 'cid'
           ? { kind: 'cid' as const, cid: d.learn.cid, label: d.learn.label }
           : { kind: 'cert' as const, fingerprint: d.learn.fingerprint, label: d.learn.label };
-        const r = registry.add(req.user, input, 'learn', { maxDevices: d.learn.maxDevices, now: new Date(now()) });
+        let r;
+        try {
+          r = registry.add(req.user, input, 'learn', { maxDevices: d.learn.maxDevices, now: new Date(now()) });
+        } catch (err) {
+          // The login already succeeded; only the registration is lost. Decisions go on from memory.
+          writeErrors?.inc();
+          logger.log('error', 'registry_write_failed', { user: req.user, error: (err as Error).message });
+          return out;
+        }
         const id = r.status === 'full' ? (d.learn.kind === 'cid' ? d.learn.hashPrefix : d.learn.fingerprint.slice(0, 12)) : r.device.id;
         out.learned = { device: id, status: r.status };
         learnedTotal?.inc({ status: r.status });

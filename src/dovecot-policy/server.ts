@@ -139,13 +139,21 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; limi
     },
   );
   server.keepAliveTimeout = limits.keepAliveMs;
+  // keepAliveTimeout starts only after a response: a connection that never sends a byte would
+  // stay forever without an inactivity limit of its own.
+  server.timeout = limits.keepAliveMs;
   server.maxConnections = limits.maxConnections;
   server.on('clientError', (err, socket) => {
     // Malformed HTTP, oversized headers, timeouts: answer if the socket still can, never crash.
     const code = (err as NodeJS.ErrnoException).code;
     const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    if (socket.writable) socket.end(`HTTP/1.1 ${status} Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    else socket.destroy();
+    if (socket.writable) {
+      socket.end(`HTTP/1.1 ${status} Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      // A client that keeps writing never closes its side: do not wait for it.
+      setTimeout(() => socket.destroy(), 500).unref();
+    } else {
+      socket.destroy();
+    }
   });
   return server;
 }

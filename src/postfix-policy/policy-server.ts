@@ -12,9 +12,11 @@ export interface PolicyLimits extends AttributeLimits {
   maxConnections: number;
   /** Upper bound for a tarpit reply: well below smtpd_policy_service_timeout (100 s). */
   maxDelayMs: number;
+  /** Postfix writes a request at once; one still incomplete after this is a slow client, not Postfix. */
+  requestTimeoutMs: number;
 }
 
-export const POLICY_LIMITS: PolicyLimits = { ...DEFAULT_LIMITS, maxRequestBytes: 64 * 1024, idleMs: 330_000, maxConnections: 2048, maxDelayMs: 30_000 };
+export const POLICY_LIMITS: PolicyLimits = { ...DEFAULT_LIMITS, maxRequestBytes: 64 * 1024, idleMs: 330_000, maxConnections: 2048, maxDelayMs: 30_000, requestTimeoutMs: 10_000 };
 
 const TERMINATOR = Buffer.from('\n\n');
 
@@ -96,9 +98,20 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
       logger.log('warn', 'postfix_bad_request', { conn, reason, peer: sock.remoteAddress ?? 'unix' });
       sock.destroy();
     };
+    let partial: NodeJS.Timeout | undefined;
+    sock.on('close', () => clearTimeout(partial));
     sock.on('data', (chunk: Buffer) => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       drain();
+      // The idle timer restarts on every byte, so a client dribbling one byte a second would never
+      // hit it: an unfinished request has its own deadline.
+      if (buf.length === 0 || sock.destroyed) {
+        clearTimeout(partial);
+        partial = undefined;
+      } else if (partial === undefined) {
+        partial = setTimeout(() => fail('request not completed in time'), limits.requestTimeoutMs);
+        partial.unref();
+      }
     });
   });
   server.maxConnections = limits.maxConnections;

@@ -9,9 +9,11 @@ export interface SocketmapLimits {
   /** Postfix closes idle socketmap connections after 10 s; ours waits longer so Postfix always closes first. */
   idleMs: number;
   maxConnections: number;
+  /** A lookup is one small write; one still incomplete after this is a slow client. */
+  requestTimeoutMs: number;
 }
 
-export const SOCKETMAP_LIMITS: SocketmapLimits = { maxRequestBytes: 4096, idleMs: 120_000, maxConnections: 1024 };
+export const SOCKETMAP_LIMITS: SocketmapLimits = { maxRequestBytes: 4096, idleMs: 120_000, maxConnections: 1024, requestTimeoutMs: 10_000 };
 
 /** All tables on one listener: Postfix shares one connection per process among them. */
 export function createSocketmapServer(opts: { engine: Engine; logger: Logger; limits?: Partial<SocketmapLimits> }): Server {
@@ -21,6 +23,8 @@ export function createSocketmapServer(opts: { engine: Engine; logger: Logger; li
     let buf: Buffer = Buffer.alloc(0);
     sock.setTimeout(limits.idleMs, () => sock.destroy());
     sock.on('error', () => sock.destroy());
+    let partial: NodeJS.Timeout | undefined;
+    sock.on('close', () => clearTimeout(partial));
     sock.on('data', (chunk: Buffer) => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       let offset = 0;
@@ -46,6 +50,13 @@ export function createSocketmapServer(opts: { engine: Engine; logger: Logger; li
       if (buf.length > limits.maxRequestBytes + 8) {
         logger.log('warn', 'socketmap_bad_request', { reason: 'request too large', peer: sock.remoteAddress });
         sock.destroy();
+      }
+      if (buf.length === 0 || sock.destroyed) {
+        clearTimeout(partial);
+        partial = undefined;
+      } else if (partial === undefined) {
+        partial = setTimeout(() => sock.destroy(), limits.requestTimeoutMs);
+        partial.unref();
       }
     });
   });

@@ -154,7 +154,8 @@ function writeAll(fd: number, text: string): void {
 }
 
 /** The registry as a snapshot (registry.json) and an append-only journal (registry.journal) in state_dir. */
-export function fileStore(stateDir: string): RegistryStore {
+export function fileStore(stateDir: string, opts: { compactBytes?: number } = {}): RegistryStore {
+  const compactMin = opts.compactBytes ?? COMPACT_MIN_BYTES;
   const snapshotPath = join(stateDir, REGISTRY_FILE);
   const journalPath = join(stateDir, JOURNAL_FILE);
   const secretFile = join(stateDir, SECRET_FILE);
@@ -259,7 +260,7 @@ export function fileStore(stateDir: string): RegistryStore {
       }
     },
     shouldCompact(cursor) {
-      return cursor.offset > Math.max(COMPACT_MIN_BYTES, fileId(snapshotPath).size);
+      return cursor.offset > Math.max(compactMin, fileId(snapshotPath).size);
     },
     compact(users) {
       replaceAtomically(snapshotPath, (fd) => {

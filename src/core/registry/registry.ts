@@ -139,7 +139,17 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     return true;
   };
   /** Plans operations on the freshest state under the lock, then makes them durable before applying. */
-  const mutate = <T>(plan: () => { ops: RegistryOp[]; result: T }): T =>
+  const mutate = <T>(plan: () => { ops: RegistryOp[]; result: T }): T => {
+    try {
+      return locked(plan);
+    } catch (err) {
+      if (err instanceof RegistryError) throw err;
+      // A full or read-only disk: say so plainly; nothing in memory changed, nothing stored was touched.
+      const e = err as NodeJS.ErrnoException;
+      throw new RegistryError(`${store.location}: cannot write the registry (${e.code ?? e.message})`);
+    }
+  };
+  const locked = <T>(plan: () => { ops: RegistryOp[]; result: T }): T =>
     store.withLock(() => {
       catchUp();
       const { ops, result } = plan();
