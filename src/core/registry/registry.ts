@@ -99,11 +99,22 @@ function createIndex() {
 /** Opens the registry; `create` allows making the CID secret (commands that only read pass false). */
 export function openRegistry(store: RegistryStore, opts: { create: boolean }): Registry {
   let idx = createIndex();
+  // decide() asks about the same user several times in a row (settings, then its devices): with
+  // hundreds of thousands of users each Map lookup is a cache miss, so remember the last one.
+  let lastName: string | undefined;
+  let lastEntry: UserEntry | undefined;
+  const entry = (user: string): UserEntry | undefined => {
+    if (user === lastName) return lastEntry;
+    lastEntry = idx.users.get(user);
+    lastName = user;
+    return lastEntry;
+  };
   let cursor: StoreCursor = store.readAll(idx.apply);
   let secret = store.secret(false);
 
   // Raw CIDs live only in this process's memory, never on disk or in logs.
   let hashCache = new Map<string, string>();
+  const hmac = (cid: Cid, key: Buffer) => createHmac('sha256', key).update(cidText(cid)).digest('hex');
   const hashCid = (cid: Cid, key: Buffer): string => {
     const text = cidText(cid);
     let h = hashCache.get(text);
@@ -121,9 +132,12 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       secret = store.secret(true);
       hashCache = new Map();
     }
-    return hashCid(input.cid, secret!);
+    // Registrations bypass the lookup cache: a bulk import would only churn it.
+    return hmac(input.cid, secret!);
   };
+  const forget = () => { lastName = undefined; lastEntry = undefined; };
   const reloadAll = (): void => {
+    forget();
     const fresh = createIndex();
     cursor = store.readAll(fresh.apply);
     idx = fresh;
@@ -133,6 +147,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
   };
   const catchUp = (): boolean => {
     if (!store.changedSince(cursor)) return false;
+    forget();
     const next = store.readSince(cursor, idx.apply);
     if (next === null) reloadAll();
     else cursor = next;
@@ -154,6 +169,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       catchUp();
       const { ops, result } = plan();
       if (ops.length > 0) {
+        forget();
         cursor = store.append(cursor, ops);
         for (const op of ops) idx.apply(op);
         if (store.shouldCompact(cursor)) cursor = store.compact([...idx.users].map(([u, e]) => [u, { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() }] as const));
@@ -167,19 +183,19 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
   return {
     location: store.location,
     settings: (user) => {
-      const mode = idx.users.get(user)?.mode;
+      const mode = entry(user)?.mode;
       return mode === undefined ? {} : { mode };
     },
     devices: (user) => [...(idx.users.get(user)?.devices.values() ?? [])].map(view),
     cidHash: (cid) => (secret === null ? null : hashCid(cid, secret)),
     findCid(user, cid) {
-      const u = idx.users.get(user);
+      const u = entry(user);
       if (u === undefined || secret === null || u.devices.size === 0) return undefined;
       const d = u.devices.get(hashCid(cid, secret));
       return d === undefined ? undefined : view(d);
     },
     findCert(user, fingerprints) {
-      const u = idx.users.get(user);
+      const u = entry(user);
       if (u === undefined) return undefined;
       for (const fp of fingerprints) {
         const d = u.devices.get(fp);
