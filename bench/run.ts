@@ -1,6 +1,6 @@
 // npm run bench: every benchmark in one run, each ratio against its baseline measured in the same
 // run on the same machine. Results go to stdout and bench/results.json; BENCHMARKS.md explains them.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchDovecot } from './dovecot.js';
 import { distBench, machine } from './lib.js';
@@ -8,7 +8,10 @@ import { benchPostfix } from './postfix.js';
 import { benchScale } from './scale.js';
 
 const only = process.argv[2];
-const results: Record<string, unknown> = { date: new Date().toISOString(), machine: machine() };
+const file = join(distBench, '..', '..', 'bench', 'results.json');
+// Running one part keeps the other parts' last results, so results.json always shows all three.
+const previous = only !== undefined && existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
+const results: Record<string, unknown> = { ...previous, date: new Date().toISOString(), machine: machine() };
 const run = async (name: string, f: () => Promise<unknown>) => {
   if (only !== undefined && only !== name) return;
   process.stderr.write(`bench ${name}...\n`);
@@ -18,4 +21,4 @@ const run = async (name: string, f: () => Promise<unknown>) => {
 await run('dovecot', benchDovecot);
 await run('postfix', benchPostfix);
 await run('scale', benchScale);
-writeFileSync(join(distBench, '..', '..', 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);

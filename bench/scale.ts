@@ -13,7 +13,7 @@ import { openRegistry } from '../src/core/registry/registry.js';
 import type { AuthRequest } from '../src/core/request.js';
 import { parseRules } from '../src/core/rules/load.js';
 import { createVouchStore } from '../src/core/vouches.js';
-import { peakRssMb } from './lib.js';
+import { peakRssMb, pinSelf, SERVER_CORE } from './lib.js';
 
 const here = fileURLToPath(import.meta.url);
 const DEVICES_PER_USER = 5;
@@ -32,7 +32,8 @@ function build(dir: string, users: number): number {
 }
 
 /** In a fresh process: load, then decide, then learn. */
-function child(dir: string, users: number): Record<string, number> {
+function child(dir: string, users: number): Record<string, number | number[]> {
+  pinSelf(SERVER_CORE);
   let t = performance.now();
   const registry = openRegistry(fileStore(dir), { create: true });
   const loadMs = Math.round(performance.now() - t);
@@ -49,14 +50,20 @@ function child(dir: string, users: number): Record<string, number> {
   });
   let sink = 0;
   for (let i = 0; i < 50_000; i++) sink += decide(reqs[i]!, ctx).action.length; // warm-up
-  t = performance.now();
-  for (let i = 0; i < N; i++) sink += decide(reqs[i % reqs.length]!, ctx).action.length;
-  const decidePerS = Math.round(N / ((performance.now() - t) / 1000));
+  // Five timed rounds and their median: one round is under a second, and a 2-core VM's noise
+  // (another tenant, a GC landing in one round) would otherwise decide the ratio.
+  const rounds: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    t = performance.now();
+    for (let i = 0; i < N; i++) sink += decide(reqs[i % reqs.length]!, ctx).action.length;
+    rounds.push(N / ((performance.now() - t) / 1000));
+  }
+  const decidePerS = Math.round(rounds.sort((a, b) => a - b)[2]!);
   const L = 2000;
   t = performance.now();
-  for (let i = 0; i < L; i++) registry.add(`new${i}@example.com`, { kind: 'cid', cid: { type: 'UUID', token: `learned-${i}` } }, 'learn', { maxDevices: 5 });
+  for (let i = 0; i < L; i++) registry.add(`new${process.pid}-${i}@example.com`, { kind: 'cid', cid: { type: 'UUID', token: `learned-${process.pid}-${i}` } }, 'learn', { maxDevices: 5 });
   const learnPerS = Math.round(L / ((performance.now() - t) / 1000));
-  return { load_ms: loadMs, rss_after_load_mb: rssAfterLoad, peak_rss_mb: peakRssMb(process.pid), decide_per_s: decidePerS, learn_per_s: learnPerS, sink: sink > 0 ? 1 : 0 };
+  return { load_ms: loadMs, rss_after_load_mb: rssAfterLoad, peak_rss_mb: peakRssMb(process.pid), decide_per_s: decidePerS, decide_rounds: rounds.map(Math.round), learn_per_s: learnPerS, sink: sink > 0 ? 1 : 0 };
 }
 
 function inChild(dir: string, users: number): Record<string, number> {
@@ -71,11 +78,21 @@ export async function benchScale(): Promise<Record<string, unknown>> {
     const buildMs = build(big, 200_000);
     build(small, 5_000);
     const snapshotMb = Math.round(statSync(join(big, 'registry.json')).size / 1048576);
-    const large = inChild(big, 200_000);
-    const baseline = inChild(small, 5_000);
+    // Fresh processes differ by up to 1.5x on this VM (JIT and memory placement), more than the
+    // effect measured: alternate three of each and compare the medians.
+    const larges: Array<Record<string, number>> = [];
+    const smalls: Array<Record<string, number>> = [];
+    for (let i = 0; i < 3; i++) {
+      larges.push(inChild(big, 200_000));
+      smalls.push(inChild(small, 5_000));
+    }
+    const median = (runs: Array<Record<string, number>>) => [...runs].sort((a, b) => a.decide_per_s! - b.decide_per_s!)[1]!;
+    const large: Record<string, number> = { ...median(larges), peak_rss_mb: Math.max(...larges.map((r) => r.peak_rss_mb!)), load_ms: Math.max(...larges.map((r) => r.load_ms!)) };
+    const baseline = median(smalls);
     return {
       devices: 200_000 * DEVICES_PER_USER, users: 200_000, build_ms: buildMs, snapshot_mb: snapshotMb,
       large, small: baseline, decide_ratio: +(large.decide_per_s! / baseline.decide_per_s!).toFixed(3),
+      runs: { large: larges.map((r) => r.decide_per_s), small: smalls.map((r) => r.decide_per_s) },
     };
   } finally {
     rmSync(big, { recursive: true, force: true });

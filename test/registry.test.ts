@@ -51,6 +51,20 @@ test('lookups find registered CIDs and certificates per user, after a reopen', (
   assert.equal(again.size(), { users: 1, devices: 2 });
 });
 
+test('lookups return plain data; listings carry the date and count the devices', () => {
+  const dir = tempDir();
+  const reg = open(dir);
+  const at = new Date('2026-03-04T05:06:07.000Z');
+  reg.add('alice@example.com', { kind: 'cid', cid: LAPTOP, label: 'laptop' }, 'admin', { now: at });
+  const hit = reg.findCid('alice@example.com', LAPTOP)!;
+  // An accessor on a per-login object made V8 promote every lookup to the old generation.
+  for (const [key, d] of Object.entries(Object.getOwnPropertyDescriptors(hit))) assert.ok('value' in d, `${key} is an accessor`);
+  assert.is(hit.label, 'laptop');
+  assert.is(reg.devices('alice@example.com')[0]!.added, at.toISOString());
+  assert.is(reg.deviceCount('alice@example.com'), 1);
+  assert.is(reg.deviceCount('nobody@example.com'), 0);
+});
+
 test('a read-only open creates nothing and matches nothing before a secret exists', () => {
   const dir = join(tempDir(), 'state');
   const reg = open(dir, false);

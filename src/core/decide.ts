@@ -67,7 +67,7 @@ export interface Decision {
 
 export interface DecideContext {
   rules: Rules;
-  registry: Pick<Registry, 'settings' | 'findCid' | 'findCert' | 'devices' | 'cidHash'>;
+  registry: Pick<Registry, 'settings' | 'findCid' | 'findCert' | 'deviceCount' | 'cidHash'>;
   vouches: VouchLookup;
   now: number;
 }
@@ -220,7 +220,7 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
   const unknown = unknownCid !== undefined || unknownCert !== undefined;
   let learnNote = '';
   if (unknown && eff.mode === 'learn') {
-    const count = registry.devices(req.user).length;
+    const count = registry.deviceCount(req.user);
     const label = [req.clientName, req.clientOs].filter((s) => s !== undefined && s !== '').join(' / ') || `learned from ${req.remote ?? 'unknown address'}`;
     const canCid = unknownCid !== undefined && req.tls && accepted('cid');
     const canCert = unknownCert !== undefined && accepted('cert');

@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { cidText, type Cid } from '../cid.js';
 import type { Mode } from '../rules/types.js';
 import type { RegistryUserSettings } from '../rules/resolve.js';
-import { RegistryError, type Device, type DeviceSource, type RegistryOp, type RegistryStore, type StoreCursor, type StoredDevice } from './types.js';
+import { RegistryError, type Device, type DeviceMatch, type DeviceSource, type RegistryOp, type RegistryStore, type StoreCursor, type StoredDevice } from './types.js';
 
 export type DeviceInput =
   | { kind: 'cid'; cid: Cid; label?: string }
@@ -21,9 +21,10 @@ export interface Registry {
   devices(user: string): readonly Device[];
   /** The keyed hash a CID is stored under, or null while no secret exists (then nothing can match). */
   cidHash(cid: Cid): string | null;
-  findCid(user: string, cid: Cid): Device | undefined;
+  findCid(user: string, cid: Cid): DeviceMatch | undefined;
   /** First registered device among the given normalised fingerprints (public key first, then certificate). */
-  findCert(user: string, fingerprints: readonly string[]): Device | undefined;
+  findCert(user: string, fingerprints: readonly string[]): DeviceMatch | undefined;
+  deviceCount(user: string): number;
   /** Whether any user registered this certificate (public-key) fingerprint. */
   certRegistered(fingerprint: string): boolean;
   users(): IterableIterator<string>;
@@ -48,11 +49,11 @@ interface UserEntry {
   devices: Map<string, StoredDevice>; // by hash: O(1) lookups
 }
 
-// Lookups run on every login; formatting the date only when someone reads it keeps them cheap.
-const view = (d: StoredDevice): Device => ({
-  id: d.hash.slice(0, 12), kind: d.kind, type: d.type, hash: d.hash, label: d.label, source: d.source,
-  get added() { return new Date(d.added).toISOString(); },
-});
+// Lookups run on every login and never show the date, so they skip formatting it. A lazy getter
+// would be cheaper still to write, but every object literal with an accessor outlives V8's young
+// generation: at 60,000 logins a second that promoted ~50 MB of garbage per 400,000 decisions.
+const match = (d: StoredDevice): DeviceMatch => ({ id: d.hash.slice(0, 12), kind: d.kind, type: d.type, hash: d.hash, label: d.label, source: d.source });
+const view = (d: StoredDevice): Device => ({ ...match(d), added: new Date(d.added).toISOString() });
 
 /** Recently hashed CIDs: a device logs in again and again, and HMAC is the costliest step of a lookup. */
 const CID_HASH_CACHE = 50_000;
@@ -192,17 +193,18 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       const u = entry(user);
       if (u === undefined || secret === null || u.devices.size === 0) return undefined;
       const d = u.devices.get(hashCid(cid, secret));
-      return d === undefined ? undefined : view(d);
+      return d === undefined ? undefined : match(d);
     },
     findCert(user, fingerprints) {
       const u = entry(user);
       if (u === undefined) return undefined;
       for (const fp of fingerprints) {
         const d = u.devices.get(fp);
-        if (d !== undefined && d.kind === 'cert') return view(d);
+        if (d !== undefined && d.kind === 'cert') return match(d);
       }
       return undefined;
     },
+    deviceCount: (user) => entry(user)?.devices.size ?? 0,
     certRegistered: (fp) => idx.certs.has(fp),
     users: () => idx.users.keys(),
     size: () => ({ users: idx.users.size, devices: idx.count() }),

@@ -17,6 +17,9 @@ export interface Device {
   source: DeviceSource;
 }
 
+/** What a login lookup returns: everything but the date, which only listings show. */
+export type DeviceMatch = Omit<Device, 'added'>;
+
 /** A device as kept in memory and on disk: compact, since a registry can hold millions. */
 export interface StoredDevice {
   hash: string;
