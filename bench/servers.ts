@@ -55,4 +55,6 @@ if (kind === 'bare-http') {
 } else {
   throw new Error(`unknown server kind ${kind}`);
 }
+// An orderly exit on SIGTERM, so --cpu-prof (BENCH_CPU_PROF) gets to write its profile.
+process.on('SIGTERM', () => process.exit(0));
 server.listen(0, '127.0.0.1', () => process.stdout.write(`${(server.address() as AddressInfo).port}\n`));

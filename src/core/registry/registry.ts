@@ -116,7 +116,11 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
   // Raw CIDs live only in this process's memory, never on disk or in logs.
   let hashCache = new Map<string, string>();
   const hmac = (cid: Cid, key: Buffer) => createHmac('sha256', key).update(cidText(cid)).digest('hex');
+  // decide() asks for the same CID's hash twice (its short id for the log, then the lookup).
+  let lastCid: Cid | undefined;
+  let lastHash = '';
   const hashCid = (cid: Cid, key: Buffer): string => {
+    if (cid === lastCid) return lastHash;
     const text = cidText(cid);
     let h = hashCache.get(text);
     if (h === undefined) {
@@ -124,6 +128,8 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       if (hashCache.size >= CID_HASH_CACHE) hashCache.delete(hashCache.keys().next().value!);
       hashCache.set(text, h);
     }
+    lastCid = cid;
+    lastHash = h;
     return h;
   };
   const hashOf = (input: DeviceInput): string => {
@@ -132,6 +138,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       if (!opts.create) throw new RegistryError('the registry is open read-only and has no secret yet');
       secret = store.secret(true);
       hashCache = new Map();
+      lastCid = undefined;
     }
     // Registrations bypass the lookup cache: a bulk import would only churn it.
     return hmac(input.cid, secret!);
@@ -143,7 +150,10 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     cursor = store.readAll(fresh.apply);
     idx = fresh;
     const next = store.secret(false);
-    if (next === null || secret === null || !next.equals(secret)) hashCache = new Map();
+    if (next === null || secret === null || !next.equals(secret)) {
+      hashCache = new Map();
+      lastCid = undefined;
+    }
     secret = next;
   };
   const catchUp = (): boolean => {
