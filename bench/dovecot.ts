@@ -44,7 +44,12 @@ export async function benchDovecot(): Promise<Record<string, unknown>> {
         const max = wrk(s.port, file);
         const res: Record<string, unknown> = { ...max };
         // wrk paces each connection (a delay between its requests) to reach half the maximum rate.
-        if (kind === 'cidlock-dovecot') res.half_rate = { target: Math.round(max.rps / 2), ...wrk(s.port, file, Math.round(max.rps / 2)) };
+        // Three runs, the median p99 reported: one run's p99 moves by ±0.4 ms on this VM.
+        if (kind === 'cidlock-dovecot') {
+          const target = Math.round(max.rps / 2);
+          const runs = [0, 1, 2].map(() => wrk(s.port, file, target)).sort((a, b) => a.p99 - b.p99);
+          res.half_rate = { target, ...runs[1]!, p99_runs: runs.map((r) => r.p99) };
+        }
         out[kind] = res;
       }
       // The bare server at the same paced rate shows how much of the tail is the machine's own.
