@@ -6,12 +6,17 @@ function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
+/** writeSync may write less than asked (a full disk, a signal): loop until all of it is out. */
+export function writeFully(fd: number, data: string | Uint8Array): void {
+  const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  let off = 0;
+  while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+}
+
 function writeAndSync(path: string, data: string | Uint8Array, mode: number): void {
   const fd = openSync(path, 'wx', mode);
   try {
-    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    writeFully(fd, data);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -19,7 +24,7 @@ function writeAndSync(path: string, data: string | Uint8Array, mode: number): vo
 }
 
 /** The rename is only durable once the directory entry itself is on disk. */
-function syncDir(dir: string): void {
+export function syncDir(dir: string): void {
   let fd: number | undefined;
   try {
     fd = openSync(dir, 'r');

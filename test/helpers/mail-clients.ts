@@ -135,26 +135,10 @@ export async function pop3Login(port: number, o: { user: string; pass: string; s
   }
 }
 
-/** SMTP AUTH PLAIN after STARTTLS (as a submission client does); returns the AUTH reply line. */
+/** SMTP AUTH PLAIN after STARTTLS (as a submission client does); returns the AUTH reply line (the EHLO reply if that failed). */
 export async function smtpAuth(port: number, o: { user: string; pass: string; localAddress?: string }): Promise<string> {
-  const c = await converse(port, o.localAddress ? { localAddress: o.localAddress } : {});
-  const reply = async () => (await c.readUntil((l) => /^\d{3} /.test(l))).pop()!;
-  try {
-    await reply();
-    c.send('EHLO client.example');
-    await reply();
-    c.send('STARTTLS');
-    await reply();
-    await c.startTls();
-    c.send('EHLO client.example');
-    await reply();
-    c.send(`AUTH PLAIN ${Buffer.from(`\0${o.user}\0${o.pass}`).toString('base64')}`);
-    const r = await reply();
-    c.send('QUIT');
-    return r;
-  } finally {
-    setTimeout(() => c.close(), 50);
-  }
+  const r = await smtpSession(port, { auth: { user: o.user, pass: o.pass }, ...(o.localAddress ? { localAddress: o.localAddress } : {}), transactions: [] });
+  return r.auth ?? r.ehlo;
 }
 
 export interface SmtpTransaction { from: string; rcpts: string[] }

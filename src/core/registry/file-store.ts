@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createFileExclusive } from '../atomic-file.js';
+import { createFileExclusive, syncDir, writeFully } from '../atomic-file.js';
 import { checkSnapshotHeader, decodeOp, encodeOp, encodeSnapshotLine, snapshotLineOps, SNAPSHOT_HEADER } from './codec.js';
 import { RegistryError, type RegistryOp, type RegistryStore, type StoreCursor } from './types.js';
 
@@ -10,6 +10,10 @@ export const JOURNAL_FILE = 'registry.journal';
 export const SECRET_FILE = 'secret';
 const LOCK_FILE = 'registry.lock';
 const LOCK_WAIT_MS = 10_000;
+
+/** An unreadable state file is an operator's problem to fix: name the file and the errno. */
+const cannotRead = (path: string, err: unknown): RegistryError =>
+  new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
 
 function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
@@ -93,7 +97,7 @@ function fileId(path: string): { id: string; size: number } {
     return { id: `${st.ino}:${st.mtimeMs}`, size: st.size };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { id: 'absent', size: 0 };
-    throw new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw cannotRead(path, err);
   }
 }
 
@@ -103,7 +107,7 @@ function journalId(path: string): { id: string; size: number } {
     return { id: String(st.ino), size: st.size };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { id: 'absent', size: 0 };
-    throw new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw cannotRead(path, err);
   }
 }
 
@@ -118,7 +122,7 @@ function readLines(path: string, from: number, onLine: (line: string, lineNo: nu
     fd = openSync(path, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return from;
-    throw new RegistryError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw cannotRead(path, err);
   }
   try {
     const buf = Buffer.allocUnsafe(CHUNK);
@@ -147,12 +151,6 @@ function readLines(path: string, from: number, onLine: (line: string, lineNo: nu
   }
 }
 
-function writeAll(fd: number, text: string): void {
-  const b = Buffer.from(text, 'utf8');
-  let off = 0;
-  while (off < b.length) off += writeSync(fd, b, off, b.length - off);
-}
-
 /** The registry as a snapshot (registry.json) and an append-only journal (registry.journal) in state_dir. */
 export function fileStore(stateDir: string, opts: { compactBytes?: number } = {}): RegistryStore {
   const compactMin = opts.compactBytes ?? COMPACT_MIN_BYTES;
@@ -169,7 +167,7 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number } = {}
       text = readFileSync(secretFile, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new RegistryError(`${secretFile}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      throw cannotRead(secretFile, err);
     }
     const hex = text.trim();
     if (!/^[0-9a-f]{64}$/.test(hex)) throw new RegistryError(`${secretFile}: expected 64 hex digits; refusing to replace it, since every stored CID depends on it`);
@@ -189,18 +187,6 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number } = {}
     }
     closeSync(fd);
     renameSync(tmp, path);
-  };
-
-  const syncDir = () => {
-    let fd: number | undefined;
-    try {
-      fd = openSync(stateDir, 'r');
-      fsyncSync(fd);
-    } catch {
-      // some filesystems refuse fsync on directories; the rename is still atomic there
-    } finally {
-      if (fd !== undefined) closeSync(fd);
-    }
   };
 
   return {
@@ -251,9 +237,9 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number } = {}
         // Bytes past the last complete line are a write torn by a crash: never acknowledged, so dropped.
         if (st.size > cursor.offset) ftruncateSync(fd, cursor.offset);
         const text = ops.map(encodeOp).join('');
-        writeAll(fd, text);
+        writeFully(fd, text);
         fsyncSync(fd);
-        if (created) syncDir();
+        if (created) syncDir(stateDir);
         return { ...cursor, journal: String(st.ino), offset: cursor.offset + Buffer.byteLength(text) };
       } finally {
         closeSync(fd);
@@ -264,21 +250,21 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number } = {}
     },
     compact(users) {
       replaceAtomically(snapshotPath, (fd) => {
-        writeAll(fd, SNAPSHOT_HEADER);
+        writeFully(fd, SNAPSHOT_HEADER);
         let batch = '';
         for (const [user, rec] of users) {
           batch += encodeSnapshotLine(user, rec.mode, rec.devices);
           if (batch.length > CHUNK) {
-            writeAll(fd, batch);
+            writeFully(fd, batch);
             batch = '';
           }
         }
-        writeAll(fd, batch);
+        writeFully(fd, batch);
       });
       // The snapshot holds everything now; a crash before this line replays the old journal on
       // top of it, which changes nothing: every operation is idempotent.
       replaceAtomically(journalPath, () => {});
-      syncDir();
+      syncDir(stateDir);
       return { snapshot: fileId(snapshotPath).id, journal: journalId(journalPath).id, offset: 0 };
     },
     secret(create) {
