@@ -7,13 +7,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dovecotBodies } from './fixtures.js';
-import { CLIENT_CORE, distBench, peakRssMb, pinSelf, startServer } from './lib.js';
+import { CLIENT_CORE, distBench, peakRssMb, pinnedSpawn, pinSelf, sleep, startServer } from './lib.js';
 
 const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = 100;
 
-function wrk(port: number, file: string, rate?: number): { rps: number; p50: number; p99: number } {
+function wrk(port: number, file: string, rate?: number): { rps: number; p50: number; p99: number; socket_errors: number } {
   const script = join(distBench, '..', '..', 'bench', 'wrk-dovecot.lua');
   const r = spawnSync('taskset', ['-c', String(CLIENT_CORE), 'wrk', '-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', '-s', script, `http://127.0.0.1:${port}/`, '--', file, ...(rate ? [String(rate), String(CONNECTIONS)] : [])], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
@@ -24,7 +24,26 @@ function wrk(port: number, file: string, rate?: number): { rps: number; p50: num
     return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
   };
   if (/Non-2xx/.test(r.stdout)) throw new Error(`non-2xx answers:\n${r.stdout}`);
-  return { rps: Math.round(num(/Requests\/sec:\s+([\d.]+)/)), p50: ms('50'), p99: ms('99') };
+  const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+  const socketErrors = errors ? errors.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  return { rps: Math.round(num(/Requests\/sec:\s+([\d.]+)/)), p50: ms('50'), p99: ms('99'), socket_errors: socketErrors };
+}
+
+const SLOW_CLIENTS = 1000;
+
+/** Runs `measure` while 1,000 idle and dribbling connections sit on the server (the fault suite's scenario, timed). */
+async function withSlowClients<T>(port: number, measure: () => T): Promise<T> {
+  const proc = pinnedSpawn(CLIENT_CORE, process.execPath, [join(distBench, 'slow-clients.js'), String(port), String(SLOW_CLIENTS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      proc.stdout!.once('data', () => resolve());
+      proc.once('exit', (c) => reject(new Error(`slow clients exited with ${c}`)));
+    });
+    await sleep(2000); // let the dribblers get going
+    return measure();
+  } finally {
+    proc.kill();
+  }
 }
 
 export async function benchDovecot(): Promise<Record<string, unknown>> {
@@ -49,6 +68,7 @@ export async function benchDovecot(): Promise<Record<string, unknown>> {
           const target = Math.round(max.rps / 2);
           const runs = [0, 1, 2].map(() => wrk(s.port, file, target)).sort((a, b) => a.p99 - b.p99);
           res.half_rate = { target, ...runs[1]!, p99_runs: runs.map((r) => r.p99) };
+          res.half_rate_with_slow_clients = { target, slow_clients: SLOW_CLIENTS, ...(await withSlowClients(s.port, () => wrk(s.port, file, target))) };
         }
         out[kind] = res;
       }

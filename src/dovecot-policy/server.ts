@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
+import { capConnections } from '../net/connection-cap.js';
 import { answerFor } from './answer.js';
 import { keyMatches } from './api-key.js';
 import { createPendingLogins, loginKey } from './pending.js';
@@ -27,6 +28,8 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 
 function send(res: ServerResponse, status: number, body: unknown, close = false): void {
   const text = JSON.stringify(body);
+  // No content-length on purpose: with one, bench/ measured the p99 at half rate at 4 to 5.6 ms
+  // instead of 1.5 ms (Node 20). Dovecot reads the chunked reply just as well.
   res.writeHead(status, close ? { ...JSON_HEADERS, connection: 'close' } : JSON_HEADERS);
   res.end(text);
 }
@@ -99,6 +102,7 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; limi
       keepAlive: true,
     },
     (req, res) => {
+      cap.served(req.socket);
       const apiKey = engine.rules.dovecot.apiKey;
       if (apiKey !== '' && !keyMatches(apiKey, req.headers)) {
         req.resume();
@@ -142,7 +146,7 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; limi
   // keepAliveTimeout starts only after a response: a connection that never sends a byte would
   // stay forever without an inactivity limit of its own.
   server.timeout = limits.keepAliveMs;
-  server.maxConnections = limits.maxConnections;
+  const cap = capConnections(server, limits.maxConnections, logger, 'dovecot');
   server.on('clientError', (err, socket) => {
     // Malformed HTTP, oversized headers, timeouts: answer if the socket still can, never crash.
     const code = (err as NodeJS.ErrnoException).code;

@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
+import { capConnections } from '../net/connection-cap.js';
 import { DEFAULT_LIMITS, parseAttributeBlock, type AttributeLimits } from './attributes.js';
 import { formatReply, policyAction } from './policy-action.js';
 import { translatePostfix } from './translate.js';
@@ -72,6 +73,7 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
         const block = buf.subarray(0, end + 1).toString('utf8');
         buf = buf.subarray(end + 2);
         requests++;
+        cap.served(sock);
         let r;
         try {
           r = answer(block, conn);
@@ -114,6 +116,6 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
       }
     });
   });
-  server.maxConnections = limits.maxConnections;
+  const cap = capConnections(server, limits.maxConnections, logger, 'postfix-policy');
   return server;
 }

@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
+import { capConnections } from '../net/connection-cap.js';
 import { encodeNetstring, parseNetstring } from './netstring.js';
 import { lookupTable } from './tables.js';
 
@@ -38,6 +39,7 @@ export function createSocketmapServer(opts: { engine: Engine; logger: Logger; li
           return;
         }
         offset = r.next;
+        cap.served(sock);
         const text = r.value.toString('utf8');
         const space = text.indexOf(' ');
         const reply = space <= 0
@@ -60,6 +62,6 @@ export function createSocketmapServer(opts: { engine: Engine; logger: Logger; li
       }
     });
   });
-  server.maxConnections = limits.maxConnections;
+  const cap = capConnections(server, limits.maxConnections, logger, 'socketmap');
   return server;
 }
