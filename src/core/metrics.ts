@@ -135,6 +135,12 @@ export function createMetrics(prefix = ''): Metrics {
   const claimed = new Set<string>();
   const renderers: Renderer[] = [];
   let dropped = 0;
+  /** Whether a new series fits under the cap; one that does not is counted as dropped. */
+  const roomFor = (series: Map<string, unknown>): boolean => {
+    if (series.size < MAX_SERIES_PER_METRIC) return true;
+    dropped++;
+    return false;
+  };
 
   /** Validates the name (with prefix) and checks it, and any derived names, are still free. */
   function register(name: string, help: string, type: string, derived: readonly string[]): string {
@@ -194,15 +200,8 @@ export function createMetrics(prefix = ''): Metrics {
     const update = (labels: Labels | undefined, v: number, replace: boolean): void => {
       const key = keyOf(labels);
       const cur = values.get(key);
-      if (cur === undefined) {
-        if (values.size >= MAX_SERIES_PER_METRIC) {
-          dropped++;
-          return;
-        }
-        values.set(key, v);
-      } else {
-        values.set(key, replace ? v : cur + v);
-      }
+      if (cur === undefined && !roomFor(values)) return;
+      values.set(key, replace || cur === undefined ? v : cur + v);
     };
     const get = (labels?: Labels): number => values.get(keyOf(labels)) ?? 0;
     return { full, update, get };
@@ -282,10 +281,7 @@ export function createMetrics(prefix = ''): Metrics {
           const key = keyOf(labels);
           let s = series.get(key);
           if (s === undefined) {
-            if (series.size >= MAX_SERIES_PER_METRIC) {
-              dropped++;
-              return;
-            }
+            if (!roomFor(series)) return;
             s = fresh();
             series.set(key, s);
           }

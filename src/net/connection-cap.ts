@@ -22,7 +22,7 @@ export function capConnections(server: Server, max: number, logger: Logger, list
   // Two queues, oldest first: connections that never finished a request, and the rest ordered by
   // when they last did. A flood of fresh connections must not push a served one to the front.
   const fresh = new Map<Socket, true>();
-  const served = new Map<Socket, true>();
+  const active = new Map<Socket, true>();
   let evicted = 0;
   let unlogged = 0;
   let flush: NodeJS.Timeout | undefined;
@@ -42,14 +42,14 @@ export function capConnections(server: Server, max: number, logger: Logger, list
     fresh.set(sock, true);
     sock.once('close', () => {
       fresh.delete(sock);
-      served.delete(sock);
+      active.delete(sock);
     });
-    while (fresh.size + served.size > max) {
+    while (fresh.size + active.size > max) {
       // Never the newcomer itself: it has had no chance yet to send its request.
-      const victim = oldest(fresh, sock) ?? oldest(served, sock);
+      const victim = oldest(fresh, sock) ?? oldest(active, sock);
       if (victim === undefined) break;
       fresh.delete(victim);
-      served.delete(victim);
+      active.delete(victim);
       victim.destroy();
       evicted++;
       unlogged++;
@@ -60,9 +60,9 @@ export function capConnections(server: Server, max: number, logger: Logger, list
   server.on('close', () => clearTimeout(flush));
   return {
     served(sock) {
-      if (fresh.delete(sock) || served.delete(sock)) served.set(sock, true);
+      if (fresh.delete(sock) || active.delete(sock)) active.set(sock, true);
     },
-    get open() { return fresh.size + served.size; },
+    get open() { return fresh.size + active.size; },
     get evicted() { return evicted; },
   };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { type Stats, closeSync, fstatSync, fsyncSync, ftruncateSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createFileExclusive, syncDir, writeFully } from '../atomic-file.js';
 import { checkSnapshotHeader, decodeOp, encodeOp, encodeSnapshotLine, snapshotLineOps, SNAPSHOT_HEADER } from './codec.js';
@@ -91,25 +91,20 @@ const CHUNK = 1 << 20;
 /** A journal this much larger than the snapshot (or 16 MB) is folded into a new snapshot. */
 const COMPACT_MIN_BYTES = 16 * 1024 * 1024;
 
-function fileId(path: string): { id: string; size: number } {
+/** Identity and size of a state file; a missing one is "absent", never an error. */
+function statId(path: string, id: (st: Stats) => string): { id: string; size: number } {
   try {
     const st = statSync(path);
-    return { id: `${st.ino}:${st.mtimeMs}`, size: st.size };
+    return { id: id(st), size: st.size };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { id: 'absent', size: 0 };
     throw cannotRead(path, err);
   }
 }
 
-function journalId(path: string): { id: string; size: number } {
-  try {
-    const st = statSync(path);
-    return { id: String(st.ino), size: st.size };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { id: 'absent', size: 0 };
-    throw cannotRead(path, err);
-  }
-}
+// The snapshot by inode and mtime; the journal by inode alone, since its appends show in its size.
+const fileId = (path: string) => statId(path, (st) => `${st.ino}:${st.mtimeMs}`);
+const journalId = (path: string) => statId(path, (st) => String(st.ino));
 
 /**
  * Calls `onLine` for every complete line from `from`, reading in chunks so a registry of millions
