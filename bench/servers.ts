@@ -12,6 +12,9 @@ import { createDovecotServer } from '../src/dovecot-policy/server.js';
 import { createPolicyServer } from '../src/postfix-policy/policy-server.js';
 import { benchUsers } from './fixtures.js';
 
+/** Also in wrk-dovecot.lua and slow-clients.ts. */
+const BENCH_DOVECOT_KEY = 'bench-dovecot-key-0123456789abcdef';
+
 const [kind, stateDir, usersArg] = process.argv.slice(2);
 const users = Number(usersArg ?? 1000);
 
@@ -36,7 +39,8 @@ if (kind === 'bare-http') {
   s.keepAliveTimeout = 65_000;
   server = s;
 } else if (kind === 'cidlock-dovecot') {
-  server = createDovecotServer(cidlockEngine());
+  // The bench measures the key check too: production always has one.
+  server = createDovecotServer({ ...cidlockEngine(), apiKey: () => BENCH_DOVECOT_KEY });
 } else if (kind === 'bare-net') {
   server = createNetServer((sock) => {
     let buf = '';

@@ -5,7 +5,7 @@
 import { connect } from 'node:net';
 
 const [port, count] = [Number(process.argv[2]), Number(process.argv[3] ?? 1000)];
-const REQUEST = 'POST /?command=allow HTTP/1.1\r\nHost: cidlock\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"login":';
+const REQUEST = 'POST /?command=allow HTTP/1.1\r\nHost: cidlock\r\nContent-Type: application/json\r\nX-API-Key: bench-dovecot-key-0123456789abcdef\r\nContent-Length: 100\r\n\r\n{"login":';
 let connected = 0;
 let told = false;
 

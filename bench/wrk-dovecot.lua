@@ -17,7 +17,7 @@ function init(args)
 end
 function request()
   i = i % n + 1
-  return wrk.format("POST", paths[i], { ["Content-Type"] = "application/json" }, bodies[i])
+  return wrk.format("POST", paths[i], { ["Content-Type"] = "application/json", ["X-API-Key"] = "bench-dovecot-key-0123456789abcdef" }, bodies[i])
 end
 function delay()
   if gap then return gap * (0.5 + math.random()) end

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { jsonLogger } from '../src/core/log.js';
 import { loadRulesFile } from '../src/core/rules/load.js';
 import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
-import { post } from './helpers/http.js';
+import { post, TEST_DOVECOT_KEY } from './helpers/http.js';
 import { tempDir } from './helpers/tmp.js';
 
 const TOKEN = 'admin-token-0123456789abcdef';
@@ -13,7 +13,7 @@ const TOKEN = 'admin-token-0123456789abcdef';
 async function daemon(extra = ''): Promise<{ d: Daemon; port: number; dir: string; cfg: string; logs: Array<Record<string, unknown>> }> {
   const dir = tempDir();
   const cfg = join(dir, 'cidlock.yaml');
-  writeFileSync(cfg, `listen: { admin: 127.0.0.1:0, dovecot: 127.0.0.1:0, postfix: off, socketmap: off }\nadmin: { token: "${TOKEN}" }\npolicy: { mode: enforce }\n${extra}`);
+  writeFileSync(cfg, `listen: { admin: 127.0.0.1:0, dovecot: 127.0.0.1:0, postfix: off, socketmap: off }\nadmin: { token: "${TOKEN}" }\ndovecot: { api_key: "${TEST_DOVECOT_KEY}" }\npolicy: { mode: enforce }\n${extra}`);
   const r = loadRulesFile(cfg);
   if (!r.ok) throw new Error(JSON.stringify(r.errors));
   const logs: Array<Record<string, unknown>> = [];

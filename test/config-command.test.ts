@@ -38,7 +38,10 @@ test('config dovecot --dovecot 2.4 prints the block syntax with renamed variable
 test('examples/dovecot/95-cidlock.conf is what the generator prints for the example rules', () => {
   const r = cidlock(['config', 'dovecot', '--config', 'examples/cidlock.yaml', '--nonce', 'CHANGE-ME-to-a-random-string']);
   const example = readFileSync(join(repoRoot, 'examples', 'dovecot', '95-cidlock.conf'), 'utf8');
-  assert.is(example.replace(' (replace the nonce)', ''), r.stdout);
+  // The key is the install's own (state_dir/dovecot.key): the example shows where it goes.
+  const key = /^auth_policy_server_api_header = X-API-Key: (\S+)$/m.exec(r.stdout)?.[1];
+  assert.ok(key !== undefined && key.length >= 32, 'a generated key is printed');
+  assert.is(example.replace(' (replace the nonce)', ''), r.stdout.replace(key!, '<the key from state_dir/dovecot.key>'));
 });
 
 test('config postfix fills in the policy and socketmap endpoints, with fail-open and fail-closed variants', () => {

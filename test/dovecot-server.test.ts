@@ -10,7 +10,7 @@ import { openRegistry } from '../src/core/registry/registry.js';
 import { createDovecotServer, type DovecotServerLimits } from '../src/dovecot-policy/server.js';
 import { answerFor, MAX_DELAY_SECONDS } from '../src/dovecot-policy/answer.js';
 import type { Decision } from '../src/core/decide.js';
-import { post } from './helpers/http.js';
+import { post, TEST_DOVECOT_KEY } from './helpers/http.js';
 import { readDovecotCapture } from './helpers/paths.js';
 import { rulesFrom } from './helpers/tmp.js';
 
@@ -21,7 +21,7 @@ async function start(yaml: string, limits?: Partial<DovecotServerLimits>): Promi
   const logs: Array<Record<string, unknown>> = [];
   const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
   const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger });
-  const server = createDovecotServer({ engine, logger, ...(limits ? { limits } : {}) });
+  const server = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY, ...(limits ? { limits } : {}) });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -119,18 +119,20 @@ test('Dovecot 2.4 bodies: fail_type instead of policy_reject, tls as text', asyn
   }
 });
 
-test('API key: X-API-Key, Bearer and Basic password accepted; missing or wrong key is 401', async () => {
-  const key = 'k3y-0123456789abcdef';
-  const s = await start(`dovecot: { api_key: "${key}" }\npolicy: { mode: off }\n`);
+test('API key: X-API-Key, Bearer and Basic password accepted; missing or wrong key is 401, and a server with no key refuses all', async () => {
+  const key = TEST_DOVECOT_KEY;
+  const s = await start('policy: { mode: off }\n');
   try {
     const body = JSON.stringify({ login: 'a@b.c', protocol: 'imap' });
-    assert.is((await post(s.port, '/?command=allow', body)).status, 401);
-    assert.is((await post(s.port, '/?command=allow', body, { headers: { 'x-api-key': 'wrong' } })).status, 401);
-    assert.is((await post(s.port, '/?command=allow', body, { headers: { 'x-api-key': ` ${key}` } })).status, 200);
-    assert.is((await post(s.port, '/?command=allow', body, { headers: { authorization: `Bearer ${key}` } })).status, 200);
+    const only = (headers: Record<string, string>) => ({ key: false as const, headers });
+    assert.is((await post(s.port, '/?command=allow', body, { key: false })).status, 401);
+    assert.is((await post(s.port, '/?command=allow', body, only({ 'x-api-key': 'wrong' }))).status, 401);
+    assert.is((await post(s.port, '/?command=allow', body, only({ 'x-api-key': ` ${key}` }))).status, 200);
+    assert.is((await post(s.port, '/?command=allow', body, only({ authorization: `Bearer ${key}` }))).status, 200);
     const basic = Buffer.from(`dovecot:${key}`).toString('base64');
-    assert.is((await post(s.port, '/?command=allow', body, { headers: { authorization: `Basic ${basic}` } })).status, 200);
-    assert.is((await post(s.port, '/?command=allow', body, { headers: { authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` } })).status, 401);
+    assert.is((await post(s.port, '/?command=allow', body, only({ authorization: `Basic ${basic}` }))).status, 200);
+    assert.is((await post(s.port, '/?command=allow', body, only({ authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` }))).status, 401);
+    assert.is((await post(s.port, '/?command=report', JSON.stringify({ login: 'a@b.c', success: true }), { key: false })).status, 401, 'reports need the key too');
   } finally {
     await s.stop();
   }

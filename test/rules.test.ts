@@ -9,13 +9,13 @@ import { fixturePath, repoRoot } from './helpers/paths.js';
 /** Each broken file and the exact lines an operator sees, relative to the fixture folder. */
 const BROKEN: Record<string, string[]> = {
   'bad-yaml-syntax.yaml': ['bad-yaml-syntax.yaml:2:1: YAML syntax: Flow map in block collection must be sufficiently indented and end with a }'],
-  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, dovecot, policy, domains, users, limits, counters, alerts, audit, webhook, log, admin); did you mean "policy"?'],
+  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, dovecot, accounts, policy, domains, users, limits, defences, counters, alerts, audit, webhook, log, admin); did you mean "policy"?'],
   'bad-mode.yaml': ['bad-mode.yaml:3:11: domains["example.com"].mode: expected one of off, monitor, learn, enforce, got "enforced"'],
   'bad-evidence.yaml': ['bad-evidence.yaml:4:19: users["alice@example.com"].protocols.imap[1]: expected one of cid, cert, vouch, device_type, got "cidd"'],
   'bad-bool.yaml': ['bad-bool.yaml:2:16: policy.require_tls: expected true or false, got "yes" (YAML 1.2 reads yes/no/on/off as text)'],
   'bad-duration.yaml': ['bad-duration.yaml:2:14: policy.vouch_ttl: expected a duration with a unit such as 30m, 1h or 45s, got 30 (a bare number is ambiguous)'],
   'bad-cidr.yaml': ['bad-cidr.yaml:4:7: policy.networks[1]: host bits set in 10.0.0.1/8; did you mean 10.0.0.0/8?'],
-  'bad-listen.yaml': ['bad-listen.yaml:2:12: listen.dovecot: expected host:port (127.0.0.1:8425, [::1]:8425), a port number, or off; got "127.0.0.1:99999"'],
+  'bad-listen.yaml': ['bad-listen.yaml:2:12: listen.dovecot: expected host:port (127.0.0.1:8425, [::1]:8425), a port number, { address: host:port, clients: [CIDR, ...] } or off; got "127.0.0.1:99999"'],
   'duplicate-key.yaml': ['duplicate-key.yaml:3:3: policy.mode: duplicate key (first set at line 2); remove one of them'],
   'duplicate-user.yaml': ['duplicate-user.yaml:3:3: users["alice@example.com"]: same user as "Alice@Example.com" (names are compared lowercased)'],
   'bad-learn-until.yaml': ['bad-learn-until.yaml:3:37: users["dave@example.org"].learn.until: expected a date (2026-12-31), a UTC timestamp (2026-12-31T18:00:00Z) or null, got "tomorrow"'],

@@ -1,4 +1,5 @@
 import { RegistryError } from '../core/registry/types.js';
+import { ApiKeyError } from '../dovecot-policy/api-key.js';
 import { UsageError } from './args.js';
 import { checkCommand } from './commands/check.js';
 import { configCommand } from './commands/config.js';
@@ -43,6 +44,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     if (err instanceof ExitError) {
       if (err.message !== '') io.err(`cidlock ${cmd}: ${err.message}`);
       return err.status;
+    }
+    if (err instanceof ApiKeyError) {
+      io.err(`cidlock ${cmd}: ${err.message}`);
+      return 1;
     }
     if (err instanceof RegistryError) {
       io.err(`cidlock ${cmd}: registry: ${err.message}`);

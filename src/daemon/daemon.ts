@@ -1,9 +1,6 @@
 import { chmodSync, lstatSync, statSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { createAdminServer } from '../admin/server.js';
-import { openAuditLog, type AuditLog } from '../alerts/audit-log.js';
-import { createEventSink, type EventSink } from '../alerts/events.js';
-import { createWebhook, type Webhook } from '../alerts/webhook.js';
 import { createEngine, type Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { createMetrics, type Metrics } from '../core/metrics.js';
@@ -11,9 +8,11 @@ import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry } from '../core/registry/registry.js';
 import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../core/rules/types.js';
+import { dovecotApiKey } from '../dovecot-policy/api-key.js';
 import { createDovecotServer } from '../dovecot-policy/server.js';
 import { createPolicyServer } from '../postfix-policy/policy-server.js';
 import { createSocketmapServer } from '../postfix-policy/socketmap-server.js';
+import { createOutputs } from './outputs.js';
 
 export interface Daemon {
   readonly engine: Engine;
@@ -58,65 +57,6 @@ const REGISTRY_POLL_MS = 1000;
 const RULES_POLL_MS = 1000;
 const RULES_SETTLE_MS = 300;
 
-/** The audit log and webhook follow the rules: a reload that changes them reopens them. */
-function createOutputs(logger: Logger, metrics: Metrics) {
-  let audit: AuditLog | null = null;
-  let webhook: Webhook | null = null;
-  let auditKey = '';
-  let webhookKey = '';
-  const auditErrors = metrics.counter('audit_write_errors_total', 'Audit log writes that failed (disk full, read-only)');
-  const configure = (rules: Rules) => {
-    const ak = JSON.stringify(rules.audit);
-    if (ak !== auditKey) {
-      audit?.close();
-      auditKey = ak;
-      audit = rules.audit.file === '' ? null : openAuditLog(rules.audit.file, rules.audit.fsync, (error) => logger.log('error', 'audit_write_failed', { error }));
-    }
-    const wk = JSON.stringify(rules.webhook);
-    if (wk !== webhookKey) {
-      void webhook?.close();
-      webhookKey = wk;
-      webhook = rules.webhook === null ? null : createWebhook({
-        url: rules.webhook.url,
-        secret: rules.webhook.secret,
-        maxQueue: rules.webhook.queue,
-        maxAttempts: rules.webhook.attempts,
-        onError: (i) => logger.log(i.final ? 'error' : 'warn', 'webhook_delivery_failed', { event: i.event, attempt: i.attempt, error: i.error, final: i.final }),
-      });
-    }
-  };
-  let lastAuditErrors = 0;
-  const sink = createEventSink({
-    logger,
-    audit: {
-      write: (e) => {
-        if (audit === null) return;
-        audit.write(e);
-        if (audit.errors > lastAuditErrors) auditErrors.inc(undefined, audit.errors - lastAuditErrors);
-        lastAuditErrors = audit.errors;
-      },
-      get errors() { return audit?.errors ?? 0; },
-      close: () => audit?.close(),
-    },
-    webhook: { send: (e) => webhook?.send(e) },
-  });
-  for (const [name, read] of [
-    ['webhook_queue', () => webhook?.stats().queued ?? 0],
-    ['webhook_in_flight', () => webhook?.stats().inFlight ?? 0],
-    ['webhook_delivered', () => webhook?.stats().delivered ?? 0],
-    ['webhook_failed', () => webhook?.stats().failed ?? 0],
-    ['webhook_dropped', () => webhook?.stats().dropped ?? 0],
-  ] as const) metrics.gaugeFn(name, `Webhook ${name.slice(8).replace('_', ' ')} events${name === 'webhook_queue' || name === 'webhook_in_flight' ? '' : ' (monotonic)'}`, read);
-  return {
-    sink: sink as EventSink,
-    configure,
-    async close() {
-      audit?.close();
-      await webhook?.close();
-    },
-  };
-}
-
 export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
   const { logger } = opts;
   const metrics = createMetrics('cidlock_');
@@ -129,6 +69,9 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   metrics.gaugeFn('rules_loaded_timestamp_seconds', 'When the rules in force were loaded', () => loadedAt / 1000);
   let loadedAt = Date.now();
   let registryOk = true;
+
+  // Read (or created) once here and on every reload, never per request.
+  let dovecotKey = opts.rules.listen.dovecot === null ? '' : dovecotApiKey(opts.rules.dovecot, { create: true });
 
   const servers: Server[] = [];
   const addresses: Partial<Record<ListenerName, string>> = {};
@@ -150,7 +93,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
         engine, metrics, events: outputs.sink, logger,
         readiness: () => ({ ready: registryOk, detail: { rules: engine.rules.file, registry: registryOk ? 'readable' : 'unreadable', devices: engine.registry.size().devices } }),
       }),
-      dovecot: () => createDovecotServer({ engine, logger }),
+      dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey }),
       postfix: () => createPolicyServer({ engine, logger }),
       socketmap: () => createSocketmapServer({ engine, logger }),
     };
@@ -199,6 +142,14 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     const r = loadRulesFile(file);
     if (!r.ok) return reject(r.errors.map(formatRulesIssue));
     if (r.rules.stateDir !== engine.rules.stateDir) return reject(['state_dir changed: restart cidlock to move the registry']);
+    let nextKey = dovecotKey;
+    if (r.rules.listen.dovecot !== null || listenAt.dovecot !== null) {
+      try {
+        nextKey = dovecotApiKey(r.rules.dovecot, { create: true });
+      } catch (err) {
+        return reject([(err as Error).message]);
+      }
+    }
     for (const w of r.warnings) logger.log('warn', 'rules_warning', { warning: formatRulesIssue(w) });
     for (const name of Object.keys(listenAt) as ListenerName[]) {
       if (!sameJson(listenAt[name], r.rules.listen[name])) logger.log('warn', 'listen_changed', { listener: name, note: 'listener addresses change on restart only' });
@@ -206,6 +157,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     listenAt = r.rules.listen;
     // One assignment between two requests: every request sees either the old rules or the new.
     engine.setRules(r.rules);
+    dovecotKey = nextKey;
     outputs.configure(r.rules);
     loadedAt = Date.now();
     reloads.inc({ result: 'ok' });

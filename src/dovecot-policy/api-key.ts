@@ -1,5 +1,9 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
+import { dirname } from 'node:path';
+import { createFileExclusive } from '../core/atomic-file.js';
+import { ownLikeParent } from '../core/state-owner.js';
 
 /**
  * The ways Dovecot can send a key: `auth_policy_server_api_header = X-API-Key: KEY` (or a bare
@@ -33,4 +37,39 @@ export function keyMatches(expected: string, headers: IncomingHttpHeaders): bool
   let ok = false;
   for (const k of presentedKeys(headers)) ok = timingSafeEqual(want, digest(k)) || ok;
   return ok;
+}
+
+/**
+ * The key Dovecot must send: the rules file's dovecot.api_key, else the one kept in
+ * dovecot.api_key_file (state_dir/dovecot.key by default), created with 32 random bytes on first
+ * use when `create`. There is no unauthenticated mode: anything on the host could otherwise forge
+ * logins, reports and failures.
+ */
+export function dovecotApiKey(dovecot: { apiKey: string; apiKeyFile: string }, opts: { create: boolean }): string {
+  if (dovecot.apiKey !== '') return dovecot.apiKey;
+  const file = dovecot.apiKeyFile;
+  const read = (): string | null => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new ApiKeyError(`${file}: cannot read the Dovecot API key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    const key = text.trim();
+    if (key.length < 16 || /[^\x21-\x7e]/.test(key)) throw new ApiKeyError(`${file}: expected one line of at least 16 printable characters without spaces`);
+    return key;
+  };
+  const existing = read();
+  if (existing !== null || !opts.create) {
+    if (existing === null) throw new ApiKeyError(`${file}: no Dovecot API key yet; "cidlock serve" or "cidlock config dovecot" creates it`);
+    return existing;
+  }
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  if (createFileExclusive(file, `${randomBytes(32).toString('hex')}\n`, 0o600)) ownLikeParent(file);
+  return read() ?? '';
+}
+
+export class ApiKeyError extends Error {
+  override readonly name = 'ApiKeyError';
 }

@@ -35,7 +35,7 @@ const FAIL_MODE = `# If cidlock is down or slower than the timeout, Dovecot coun
 #auth_policy_reject_on_fail = yes`;
 
 /** The lines an operator adds to dovecot.conf, filled in from the rules file. */
-export function dovecotSnippet(rules: Rules, opts: { version: DovecotVersion; nonce: string; source?: string }): string {
+export function dovecotSnippet(rules: Rules, opts: { version: DovecotVersion; nonce: string; apiKey: string; source?: string }): string {
   const url = policyUrl(rules.listen.dovecot);
   const head = [
     `# cidlock: refuse logins from unregistered devices before the password is checked.`,
@@ -43,9 +43,8 @@ export function dovecotSnippet(rules: Rules, opts: { version: DovecotVersion; no
     `# Put it in /etc/dovecot/conf.d/95-cidlock.conf, then run "doveadm reload".`,
     '',
     `auth_policy_server_url = ${url}`,
-    rules.dovecot.apiKey === ''
-      ? `#auth_policy_server_api_header = X-API-Key: <set dovecot.api_key in the rules file>`
-      : `auth_policy_server_api_header = X-API-Key: ${rules.dovecot.apiKey}`,
+    `# cidlock refuses requests without this key: anything else on the host could forge logins.`,
+    `auth_policy_server_api_header = X-API-Key: ${opts.apiKey}`,
     `# Any random string, the same on every Dovecot server of a cluster (openssl rand -hex 16).`,
     `auth_policy_hash_nonce = ${opts.nonce}`,
   ];

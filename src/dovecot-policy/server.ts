@@ -38,7 +38,7 @@ function send(res: ServerResponse, status: number, body: unknown, close = false)
  * The HTTP server Dovecot's auth_policy_* settings talk to. A thin shell: parsing and decisions
  * live in translate.ts and the core; this file only moves bytes and bounds them.
  */
-export function createDovecotServer(opts: { engine: Engine; logger: Logger; limits?: Partial<DovecotServerLimits> }): Server {
+export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiKey: () => string; limits?: Partial<DovecotServerLimits> }): Server {
   const { engine, logger } = opts;
   const limits = { ...DOVECOT_LIMITS, ...opts.limits };
   const pending = createPendingLogins();
@@ -103,8 +103,9 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; limi
     },
     (req, res) => {
       cap.served(req.socket);
-      const apiKey = engine.rules.dovecot.apiKey;
-      if (apiKey !== '' && !keyMatches(apiKey, req.headers)) {
+      // Always required: without it anything on the host could forge logins, reports and failures.
+      const apiKey = opts.apiKey();
+      if (apiKey === '' || !keyMatches(apiKey, req.headers)) {
         req.resume();
         return bad(req, res, 401, 'missing or wrong API key', true);
       }

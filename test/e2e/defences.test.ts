@@ -35,6 +35,8 @@ webhook: { url: "http://127.0.0.1:${hookPort}/hook", secret: "${SECRET}", attemp
 ${extra}`;
 
 const ready = requireTools('defences end-to-end', ['dovecot', 'postfix', 'openssl']);
+// Without the real servers the tests are registered as skipped: uvu counts them, .ci/run fails on them.
+const check = ready ? test : test.skip;
 let dir = '';
 let cl: Cidlock;
 let dv: Dovecot;
@@ -77,8 +79,7 @@ test.after(async () => {
 
 const decisionsFrom = (remote: string) => cl.lines.filter((l) => l.event === 'decision' && l.remote === remote);
 
-test('a burst of wrong passwords from one address is first delayed, then refused over IMAP and by Postfix', async () => {
-  if (!ready) return;
+check('a burst of wrong passwords from one address is first delayed, then refused over IMAP and by Postfix', async () => {
   await setup();
   const from = '127.0.0.60';
   for (let i = 0; i < 4; i++) {
@@ -103,8 +104,7 @@ test('a burst of wrong passwords from one address is first delayed, then refused
   assert.match(other.transactions[0]!.rcpts[0]!, /^250 /);
 });
 
-test('a dictionary run over many user names from one address is caught', async () => {
-  if (!ready) return;
+check('a dictionary run over many user names from one address is caught', async () => {
   await setup();
   const from = '127.0.0.62';
   for (let i = 0; i < 3; i++) await imapLogin(dv.imapPort, { user: `user${i}@example.com`, pass: 'wrong', starttls: true, localAddress: from });
@@ -115,8 +115,7 @@ test('a dictionary run over many user names from one address is caught', async (
   assert.equal(d.limit, { rule: 'limits[2]', key: 'address', action: 'reject 1h', count: 3 });
 });
 
-test('the owner\'s registered device still logs in while their account is under attack', async () => {
-  if (!ready) return;
+check('the owner\'s registered device still logs in while their account is under attack', async () => {
   await setup();
   for (let i = 0; i < 3; i++) await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: `attack-${i}`, starttls: true, localAddress: `127.0.0.${70 + i}` });
   await cl.waitFor((l) => l.event === 'limit_triggered' && l.rule === 'limits[3]' && l.subject === 'alice@example.com', 'the user limit');
@@ -127,8 +126,7 @@ test('the owner\'s registered device still logs in while their account is under 
   assert.is((await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: true, localAddress: '127.0.0.81' })).reply, FAILED);
 });
 
-test('the webhook receiver gets signed events: unknown_device alert and limits', async () => {
-  if (!ready) return;
+check('the webhook receiver gets signed events: unknown_device alert and limits', async () => {
   await setup();
   for (let i = 0; i < 2; i++) await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: true, id: [['clientid', `UUID thief-${i}`], ['name', 'Thief Mail']], localAddress: '127.0.0.90' });
   const deadline = Date.now() + 10_000;
@@ -147,8 +145,7 @@ test('the webhook receiver gets signed events: unknown_device alert and limits',
   assert.match(audit, /"event":"limit_triggered"/);
 });
 
-test('a reload under continuous load loses no request, and an invalid reload keeps the old rules', async () => {
-  if (!ready) return;
+check('a reload under continuous load loses no request, and an invalid reload keeps the old rules', async () => {
   await setup();
   const agent = new Agent({ keepAlive: true, maxSockets: 20 });
   const body = (i: number) => JSON.stringify({ login: `load${i}@example.com`, protocol: 'imap', remote: `192.0.2.${i % 200}`, session_id: `l${i}`, device_id: '', tls: true });
@@ -158,7 +155,7 @@ test('a reload under continuous load loses no request, and an invalid reload kee
   const workers = Array.from({ length: 20 }, async (_, w) => {
     for (let i = w; !stop; i += 20) {
       try {
-        const r = await post(cl.dovecotPort, '/?command=allow', body(i), { agent });
+        const r = await post(cl.dovecotPort, '/?command=allow', body(i), { agent, key: cl.apiKey });
         answers.push(r.status === 200 ? r.body : `HTTP ${r.status}`);
       } catch (e) {
         errors.push((e as Error).message);
@@ -184,7 +181,7 @@ test('a reload under continuous load loses no request, and an invalid reload kee
   // Still enforcing with the old rules after the invalid file. (A session id the load never used:
   // a repeated body would be taken for the after-auth call of an earlier login and get its answer.)
   const fresh = JSON.stringify({ login: 'final@example.com', protocol: 'imap', remote: '192.0.2.250', session_id: 'final-check', device_id: '', tls: true });
-  assert.is((await post(cl.dovecotPort, '/?command=allow', fresh)).body, '{"status":-1,"msg":""}');
+  assert.is((await post(cl.dovecotPort, '/?command=allow', fresh, { key: cl.apiKey })).body, '{"status":-1,"msg":""}');
   const admin = await cl.address('admin');
   assert.match((await httpGet(admin, '/metrics')).body, /cidlock_rules_reloads_total\{result="rejected"\} [1-9]/);
   assert.is((await httpGet(admin, '/readyz')).status, 200);

@@ -20,7 +20,9 @@ users:
 `;
 const USERS = { 'alice@example.com': 'alice-pw', 'mona@example.com': 'mona-pw', 'lena@example.com': 'lena-pw', 'known@other.example': 'x' };
 
-const ready = requireTools('dovecot end-to-end', ['dovecot', 'openssl']);
+const ready = requireTools('dovecot end-to-end', ['dovecot', 'postfix', 'openssl']);
+// Without the real servers the tests are registered as skipped: uvu counts them, .ci/run fails on them.
+const check = ready ? test : test.skip;
 let dir = '';
 let cl: Cidlock;
 let dv: Dovecot;
@@ -47,8 +49,7 @@ test.after(async () => {
 const decisions = (user: string, remote: string) => cl.lines.filter((l) => l.event === 'decision' && l.user === user && l.remote === remote);
 const passdbConsulted = (user: string, remote: string) => dv.log().includes(`passwd-file(${user},${remote},`);
 
-test('1. enforce: a registered CID in the IMAP ID over STARTTLS logs in', async () => {
-  if (!ready) return;
+check('1. enforce: a registered CID in the IMAP ID over STARTTLS logs in', async () => {
   await setup();
   const r = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: true, id: [['clientid', LAPTOP], ['name', 'Thunderbird']], localAddress: '127.0.0.2' });
   assert.match(r.reply, /^OK .*Logged in/);
@@ -57,8 +58,7 @@ test('1. enforce: a registered CID in the IMAP ID over STARTTLS logs in', async 
   assert.is(d[0]!.reason, 'registered_device');
 });
 
-test('2. an unregistered CID gets exactly the wrong-password reply, and the password is never checked', async () => {
-  if (!ready) return;
+check('2. an unregistered CID gets exactly the wrong-password reply, and the password is never checked', async () => {
   await setup();
   const stranger = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: true, id: [['clientid', 'UUID 00000000-dead-beef-0000-000000000000']], localAddress: '127.0.0.3' });
   const wrongPw = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'guess', starttls: true, id: [['clientid', LAPTOP]], localAddress: '127.0.0.4' });
@@ -73,8 +73,7 @@ test('2. an unregistered CID gets exactly the wrong-password reply, and the pass
   process.stderr.write(`  (reply times: refused device ${stranger.ms} ms, wrong password ${wrongPw.ms} ms, unknown user ${unknownUser.ms} ms)\n`);
 });
 
-test('3. a registered CID sent without TLS is not honoured while require_tls', async () => {
-  if (!ready) return;
+check('3. a registered CID sent without TLS is not honoured while require_tls', async () => {
   await setup();
   const r = await imapLogin(dv.imapPort, { user: 'alice@example.com', pass: 'alice-pw', starttls: false, id: [['clientid', LAPTOP]], localAddress: '127.0.0.6' });
   assert.is(r.reply, FAILED);
@@ -83,8 +82,7 @@ test('3. a registered CID sent without TLS is not honoured while require_tls', a
   assert.is((d.evidence as Array<{ kind: string; status: string }>).find((e) => e.kind === 'cid')!.status, 'ignored');
 });
 
-test('4. monitor mode: logged in, and the decision line says would_reject', async () => {
-  if (!ready) return;
+check('4. monitor mode: logged in, and the decision line says would_reject', async () => {
   await setup();
   const r = await imapLogin(dv.imapPort, { user: 'mona@example.com', pass: 'mona-pw', starttls: true, id: [['clientid', 'UUID mona-unknown']], localAddress: '127.0.0.7' });
   assert.match(r.reply, /Logged in/);
@@ -94,8 +92,7 @@ test('4. monitor mode: logged in, and the decision line says would_reject', asyn
   assert.is(d.reason, 'unknown_device');
 });
 
-test('5. learn mode: the first new CID is registered on disk and survives a restart; one past max_devices is refused', async () => {
-  if (!ready) return;
+check('5. learn mode: the first new CID is registered on disk and survives a restart; one past max_devices is refused', async () => {
   await setup();
   const first = await imapLogin(dv.imapPort, { user: 'lena@example.com', pass: 'lena-pw', starttls: true, id: [['clientid', 'UUID lena-phone'], ['name', 'K-9 Mail']], localAddress: '127.0.0.8' });
   assert.match(first.reply, /Logged in/);
@@ -115,10 +112,8 @@ test('5. learn mode: the first new CID is registered on disk and survives a rest
   assert.match(String(decisions('lena@example.com', '127.0.0.10')[0]!.why), /already has 1 of at most 1 devices/);
 });
 
-test('6. POP3 and SMTP AUTH are vouched by a just-approved IMAP login from the same address, and only then', async () => {
-  if (!ready) return;
+check('6. POP3 and SMTP AUTH are vouched by a just-approved IMAP login from the same address, and only then', async () => {
   await setup();
-  if (!requireTools('postfix end-to-end', ['postfix'])) return;
   let pf: Postfix | undefined;
   try {
     pf = await startPostfix({ dir, saslPath: dv.authSocket });

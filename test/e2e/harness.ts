@@ -16,14 +16,13 @@ function which(name: string): string | null {
 }
 
 /**
- * End-to-end tests need the real servers. Under CI=true a missing one is a failure with the
- * reason; on a developer machine the test says loudly that it did not run.
+ * End-to-end tests need the real servers. Without them the tests are registered as skipped
+ * (`ready ? test : test.skip`): uvu's summary shows them, and .ci/run counts a skip as a failure.
  */
 export function requireTools(test: string, names: string[]): boolean {
   const missing = names.filter((n) => which(n) === null);
   if (missing.length === 0) return true;
   const msg = `e2e "${test}": ${missing.join(', ')} not found; .ci/run installs them (apt-get install dovecot-imapd dovecot-pop3d postfix openssl)`;
-  if (process.env.CI === 'true') throw new Error(msg);
   process.stderr.write(`\n*** SKIPPED: ${msg} ***\n`);
   return false;
 }
@@ -261,6 +260,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 export interface Cidlock extends ServeProcess {
   cfg: string;
   dovecotPort: number;
+  /** The Dovecot API key the daemon made for itself (state_dir/dovecot.key), as Dovecot sends it. */
+  apiKey: string;
 }
 
 /** cidlock serve with the given rules, its Dovecot listener on a free loopback port. */
@@ -274,7 +275,7 @@ export async function startCidlock(dir: string, rulesYaml: string, dovecotPort?:
   const serve = startServe(cfg);
   await serve.address('dovecot');
   if (postfix !== undefined) await serve.address('socketmap');
-  return Object.assign(serve, { cfg, dovecotPort: port });
+  return Object.assign(serve, { cfg, dovecotPort: port, apiKey: readFileSync(join(dir, 'state', 'dovecot.key'), 'utf8').trim() });
 }
 
 /** The dovecot.conf lines exactly as an operator gets them from `cidlock config dovecot`. */

@@ -19,6 +19,8 @@ users:
 const TO = 'bob@example.org';
 
 const ready = requireTools('postfix end-to-end', ['postfix', 'dovecot', 'openssl']);
+// Without the real servers the tests are registered as skipped: uvu counts them, .ci/run fails on them.
+const check = ready ? test : test.skip;
 let dir = '';
 let cl: Cidlock;
 let plain: Dovecot;
@@ -85,8 +87,7 @@ const send = (port: string, o: { user?: string; cert?: { cert: string; key: stri
 const rcptReplies = (r: SmtpResult) => r.transactions.flatMap((t) => t.rcpts);
 const decisionsFor = (user: string) => cl.lines.filter((l) => l.event === 'decision' && l.user === user && l.protocol === 'smtp' && l.stage === 'RCPT');
 
-test('1. a locked user with a registered client certificate: RCPT accepted', async () => {
-  if (!ready) return;
+check('1. a locked user with a registered client certificate: RCPT accepted', async () => {
   await setup();
   const r = await send('rcpt', { user: 'alice@example.com', cert: aliceCert });
   assert.match(r.auth!, /^235 /);
@@ -94,9 +95,8 @@ test('1. a locked user with a registered client certificate: RCPT accepted', asy
   assert.is(decisionsFor('alice@example.com').pop()!.reason, 'registered_device');
 });
 
-test('2. a locked user with an unregistered certificate, and with none: 554 5.7.1 at RCPT', async () => {
+check('2. a locked user with an unregistered certificate, and with none: 554 5.7.1 at RCPT', async () => {
   // (A certificate proven at RCPT vouches for its user and address, like an IMAP login does.)
-  if (!ready) return;
   await setup();
   const stranger = await send('rcpt', { user: 'alice@example.com', cert: strangerCert });
   assert.match(stranger.auth!, /^235 /, 'SASL itself succeeds: this Dovecot does not ask cidlock');
@@ -108,7 +108,6 @@ test('2. a locked user with an unregistered certificate, and with none: 554 5.7.
 });
 
 test('3. an unlocked user is accepted; an unauthenticated session only ever gets DUNNO', async () => {
-  if (!ready) return;
   await setup();
   assert.match(rcptReplies(await send('rcpt', { user: 'free@example.com' }))[0]!, /^250 /);
   const before = cl.lines.filter((l) => l.event === 'decision').length;
@@ -117,8 +116,7 @@ test('3. an unlocked user is accepted; an unauthenticated session only ever gets
   assert.is(cl.lines.filter((l) => l.event === 'decision').length, before, 'cidlock decided an unauthenticated session');
 });
 
-test('4. monitor mode: accepted, and would_reject is logged', async () => {
-  if (!ready) return;
+check('4. monitor mode: accepted, and would_reject is logged', async () => {
   await setup();
   assert.match(rcptReplies(await send('rcpt', { user: 'mona@example.com', cert: strangerCert }))[0]!, /^250 /);
   const d = decisionsFor('mona@example.com').pop()!;
@@ -126,8 +124,7 @@ test('4. monitor mode: accepted, and would_reject is logged', async () => {
   assert.is(d.reason, 'unknown_device');
 });
 
-test('5. several sessions and several RCPTs over one policy connection are each decided correctly', async () => {
-  if (!ready) return;
+check('5. several sessions and several RCPTs over one policy connection are each decided correctly', async () => {
   await setup();
   const start = cl.lines.length;
   const a = await smtpSession(pf.ports.rcpt!, { cert: aliceCert, auth: { user: 'alice@example.com', pass: PW }, transactions: [{ from: 'alice@example.com', rcpts: [TO, 'dave@example.org'] }, { from: 'alice@example.com', rcpts: ['erin@example.org'] }] });
@@ -146,15 +143,13 @@ test('5. several sessions and several RCPTs over one policy connection are each 
   assert.is(new Set(made.map((l) => l.session)).size, 4, 'four mail transactions (Postfix names each one by its instance)');
 });
 
-test('socketmap sasl table with real Postfix: an account with smtp: deny is refused at RCPT', async () => {
-  if (!ready) return;
+check('socketmap sasl table with real Postfix: an account with smtp: deny is refused at RCPT', async () => {
   await setup();
   assert.match(rcptReplies(await send('tables', { user: 'nosmtp@example.com' }))[0]!, /^554 5\.7\.1 .*Access denied/);
   assert.match(rcptReplies(await send('tables', { user: 'alice@example.com' }))[0]!, /^250 /);
 });
 
-test('a certificate shown at EHLO lets its owner\'s SMTP AUTH through Dovecot SASL pass before the password check', async () => {
-  if (!ready) return;
+check('a certificate shown at EHLO lets its owner\'s SMTP AUTH through Dovecot SASL pass before the password check', async () => {
   await setup();
   const withCert = await send('submission', { user: 'alice@example.com', cert: aliceCert, localAddress: '127.0.0.40' });
   assert.match(withCert.auth!, /^235 /);
@@ -166,8 +161,7 @@ test('a certificate shown at EHLO lets its owner\'s SMTP AUTH through Dovecot SA
   assert.not.ok(withCidlock.log().includes('passwd-file(alice@example.com,127.0.0.41,'), 'the password was checked for a refused device');
 });
 
-test('6. cidlock stopped: fail-open default_action=DUNNO accepts, fail-closed answers 451 4.3.5, tables defer', async () => {
-  if (!ready) return;
+check('6. cidlock stopped: fail-open default_action=DUNNO accepts, fail-closed answers 451 4.3.5, tables defer', async () => {
   await setup();
   assert.is(await cl.stop(), 0);
   const open = await send('rcpt', { user: 'alice@example.com', localAddress: '127.0.0.33' });

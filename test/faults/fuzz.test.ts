@@ -6,6 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect, type AddressInfo, type Server } from 'node:net';
 import { Agent, request } from 'node:http';
+import { TEST_DOVECOT_KEY } from '../helpers/http.js';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parseCid } from '../../src/core/cid.js';
@@ -166,7 +167,7 @@ test(`over sockets: ${OVER_SOCKETS} mutated requests per protocol; the servers a
   const r = rng(5);
   const engine = engineFor();
   const logger = { log() {} };
-  const dv = createDovecotServer({ engine, logger });
+  const dv = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY });
   const pf = createPolicyServer({ engine, logger });
   const sm = createSocketmapServer({ engine, logger });
   const [dvPort, pfPort, smPort] = [await listen(dv), await listen(pf), await listen(sm)];
@@ -176,7 +177,7 @@ test(`over sockets: ${OVER_SOCKETS} mutated requests per protocol; the servers a
     const dvSeeds = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl').map((c) => c.body);
     const statuses = new Map<number, number>();
     const post = (body: string) => new Promise<number>((resolve) => {
-      const req = request({ host: '127.0.0.1', port: dvPort, path: '/?command=allow', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+      const req = request({ host: '127.0.0.1', port: dvPort, path: '/?command=allow', method: 'POST', agent, headers: { 'content-type': 'application/json', 'x-api-key': TEST_DOVECOT_KEY } }, (res) => {
         let data = '';
         res.on('data', (d) => (data += d));
         res.on('end', () => {

@@ -9,6 +9,8 @@ import { cidlock } from '../helpers/cli.js';
 const FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
 const USERS = { 'alice@example.com': 'alice-pw' };
 const ready = requireTools('peers-down faults', ['dovecot', 'postfix', 'openssl']);
+// Without the real servers the tests are registered as skipped: uvu counts them, .ci/run fails on them.
+const check = ready ? test : test.skip;
 let cl: Cidlock;
 let open: Dovecot; // default: auth_policy_reject_on_fail = no
 let closed: Dovecot; // auth_policy_reject_on_fail = yes
@@ -56,15 +58,13 @@ async function outcomes(tag: string, from: string): Promise<void> {
   assert.match(await rcpt('closed', from), /^451 4\.3\.5 /, `${tag}: Postfix fail-closed defers`);
 }
 
-test('cidlock running: both Dovecots refuse a login without a device', async () => {
-  if (!ready) return;
+check('cidlock running: both Dovecots refuse a login without a device', async () => {
   await setup();
   assert.is((await login(open, '127.0.0.150')).reply, FAILED);
   assert.is((await login(closed, '127.0.0.150')).reply, FAILED);
 });
 
-test('cidlock stopped (slower than every timeout): the documented fail-open and fail-closed outcomes', async () => {
-  if (!ready) return;
+check('cidlock stopped (slower than every timeout): the documented fail-open and fail-closed outcomes', async () => {
   await setup();
   cl.proc.kill('SIGSTOP');
   try {
@@ -74,8 +74,7 @@ test('cidlock stopped (slower than every timeout): the documented fail-open and 
   }
 });
 
-test('cidlock down: the same outcomes', async () => {
-  if (!ready) return;
+check('cidlock down: the same outcomes', async () => {
   await setup();
   await cl.stop();
   await outcomes('down', '127.0.0.152');

@@ -10,7 +10,7 @@ import { createDovecotServer } from '../../src/dovecot-policy/server.js';
 import { createPolicyServer } from '../../src/postfix-policy/policy-server.js';
 import { createSocketmapServer } from '../../src/postfix-policy/socketmap-server.js';
 import { encodeNetstring } from '../../src/postfix-policy/netstring.js';
-import { post } from '../helpers/http.js';
+import { post, TEST_DOVECOT_KEY } from '../helpers/http.js';
 import { readFixture } from '../helpers/paths.js';
 import { rulesFrom } from '../helpers/tmp.js';
 
@@ -26,7 +26,7 @@ test('1,000 idle and dribbling connections: others are still answered, and the l
   const rules = rulesFrom('policy: { mode: enforce }\n');
   const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger: { log() {} } });
   const logger = { log() {} };
-  const dv = createDovecotServer({ engine, logger, limits: { headersTimeoutMs: LIMIT_MS, requestTimeoutMs: LIMIT_MS, keepAliveMs: LIMIT_MS } });
+  const dv = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY, limits: { headersTimeoutMs: LIMIT_MS, requestTimeoutMs: LIMIT_MS, keepAliveMs: LIMIT_MS } });
   const pf = createPolicyServer({ engine, logger, limits: { idleMs: LIMIT_MS, requestTimeoutMs: LIMIT_MS } });
   const sm = createSocketmapServer({ engine, logger, limits: { idleMs: LIMIT_MS, requestTimeoutMs: LIMIT_MS } });
   const ports = { dv: await listen(dv), pf: await listen(pf), sm: await listen(sm) };
@@ -90,7 +90,7 @@ test('more slow connections than the connection limit: the mail servers keep the
   const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger: { log() {} } });
   const events: Array<Record<string, unknown>> = [];
   const logger = { log(_l: string, event: string, f?: Record<string, unknown>) { if (event === 'connection_limit') events.push(f ?? {}); } };
-  const dv = createDovecotServer({ engine, logger, limits: { maxConnections: CAP } });
+  const dv = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY, limits: { maxConnections: CAP } });
   const pf = createPolicyServer({ engine, logger, limits: { maxConnections: CAP } });
   const sm = createSocketmapServer({ engine, logger, limits: { maxConnections: CAP } });
   const ports = { dv: await listen(dv), pf: await listen(pf), sm: await listen(sm) };
@@ -112,7 +112,7 @@ test('more slow connections than the connection limit: the mail servers keep the
     s.write(payload);
   });
   const body = JSON.stringify({ login: 'mailserver@example.com', protocol: 'imap', remote: '192.0.2.9' });
-  const http = `POST /?command=allow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const http = `POST /?command=allow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: ${TEST_DOVECOT_KEY}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
   const httpDone = (d: string) => /\r\n\r\n[\s\S]*\}(\r\n0\r\n\r\n)?$/.test(d);
   const policy = `${readFixture('captures', 'postfix-3.7-policy-tls-client-cert.txt').split('\n\n')[0]!}\n\n`;
   const netstring = encodeNetstring('client 192.0.2.1').toString();

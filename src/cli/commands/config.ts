@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { dovecotApiKey } from '../../dovecot-policy/api-key.js';
 import { dovecotSnippet, type DovecotVersion } from '../../dovecot-policy/config-snippet.js';
 import { postfixSnippet } from '../../postfix-policy/config-snippet.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError } from '../args.js';
@@ -28,6 +29,6 @@ ${snippet.masterCf}`);
   if (values.nonce !== undefined && !/^[\x21-\x7e]{8,128}$/.test(values.nonce)) throw new UsageError('--nonce: 8 to 128 printable characters without spaces');
   const file = configPath(values.config);
   const rules = loadRulesOrExit(file, io);
-  io.out(dovecotSnippet(rules, { version, nonce: values.nonce ?? randomBytes(16).toString('hex'), source: file }));
+  io.out(dovecotSnippet(rules, { version, nonce: values.nonce ?? randomBytes(16).toString('hex'), apiKey: dovecotApiKey(rules.dovecot, { create: true }), source: file }));
   return 0;
 }

@@ -2,13 +2,14 @@ import { resolve as resolvePath } from 'node:path';
 import type { Node } from 'yaml';
 import { parseDuration } from '../duration.js';
 import { listOf, oneOf, str } from './fields.js';
-import { LIMIT_KEYS, type CounterSettings, type DecisionLogLevel, type FsyncPolicy, type LimitAction, type LimitRule, type Rules } from './types.js';
+import { MAX_DELAY_SECONDS } from '../delay.js';
+import { DEFENCE_MODES, LIMIT_KEYS, type DefenceMode, type CounterSettings, type DecisionLogLevel, type FsyncPolicy, type LimitAction, type LimitRule, type Rules } from './types.js';
 import { describe, entriesOf, knownEntries, scalarValue, type Entry, type PathSegment, type Walker } from './yaml-walk.js';
 
 /** Top-level keys for attack defences, alerts and operations (the rest of the rules file is policy). */
-export const OPERATIONS_KEYS = ['limits', 'counters', 'alerts', 'audit', 'webhook', 'log', 'admin'] as const;
+export const OPERATIONS_KEYS = ['limits', 'defences', 'counters', 'alerts', 'audit', 'webhook', 'log', 'admin'] as const;
 
-type Operations = Pick<Rules, 'limits' | 'counters' | 'alerts' | 'audit' | 'webhook' | 'log' | 'admin'>;
+type Operations = Pick<Rules, 'limits' | 'defences' | 'counters' | 'alerts' | 'audit' | 'webhook' | 'log' | 'admin'>;
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -24,8 +25,6 @@ export const DEFAULT_LIMITS: readonly LimitRule[] = [
 
 export const DEFAULT_COUNTERS: CounterSettings = { maxEntries: 100_000, prefixV4: 24, prefixV6: 64 };
 
-/** A tarpit must stay well inside Dovecot's auth timeout and Postfix's policy timeout. */
-const MAX_DELAY_S = 30;
 const MAX_WINDOW = 7 * 24 * HOUR;
 
 function duration(w: Walker, e: Entry, path: PathSegment[], max: number, what: string): number | undefined {
@@ -50,7 +49,7 @@ export function parseLimitAction(text: string): LimitAction | null {
   const ms = m[2] === undefined ? 0 : parseDuration(m[2]);
   if (ms === null) return null;
   if (m[1] === 'delay') {
-    if (ms < 1000 || ms > MAX_DELAY_S * 1000 || ms % 1000 !== 0) return null;
+    if (ms < 1000 || ms > MAX_DELAY_SECONDS * 1000 || ms % 1000 !== 0) return null;
     return { action: 'delay', seconds: ms / 1000 };
   }
   return ms > MAX_WINDOW ? null : { action: 'reject', forMs: ms };
@@ -89,7 +88,7 @@ function readLimit(w: Walker, node: Node | null, path: PathSegment[], index: num
   if (thenE !== undefined) {
     const v = scalarValue(thenE.value);
     then = typeof v === 'string' ? parseLimitAction(v) : null;
-    if (then === null) w.error(thenE.value ?? thenE.keyNode, [...path, 'then'], `expected "delay <1s..${MAX_DELAY_S}s>", "reject <duration>" or "reject", got ${describe(thenE.value)}`);
+    if (then === null) w.error(thenE.value ?? thenE.keyNode, [...path, 'then'], `expected "delay <1s..${MAX_DELAY_SECONDS}s>", "reject <duration>" or "reject", got ${describe(thenE.value)}`);
   }
   if (!ok || key === undefined || windowMs === undefined || then === null || (failuresE !== undefined && failures === undefined) || (distinctE !== undefined && distinctUsers === undefined)) return undefined;
   return { path: `limits[${index}]`, key, ...(failures !== undefined ? { failures } : {}), ...(distinctUsers !== undefined ? { distinctUsers } : {}), windowMs, then };
@@ -113,7 +112,7 @@ function section(w: Walker, e: Entry | undefined, path: string | PathSegment[], 
   return out;
 }
 
-export function readOperations(w: Walker, byKey: ReadonlyMap<string, Entry>, baseDir: string, stateDir: string): Operations {
+export function readOperations(w: Walker, byKey: ReadonlyMap<string, Entry>, stateDir: string): Operations {
   let limits: readonly LimitRule[] = DEFAULT_LIMITS;
   const limitsE = byKey.get('limits');
   if (limitsE !== undefined) {
@@ -123,6 +122,11 @@ export function readOperations(w: Walker, byKey: ReadonlyMap<string, Entry>, bas
       if (read.every((r) => r !== undefined)) limits = read as LimitRule[];
     }
   }
+
+  // Enforced by default: a fresh install stops a dictionary run, whatever mode the accounts are in.
+  let defenceMode: DefenceMode = 'enforce';
+  const dm = section(w, byKey.get('defences'), 'defences', ['mode']).get('mode');
+  if (dm !== undefined) defenceMode = oneOf(w, dm.value, dm.keyNode, ['defences', 'mode'], DEFENCE_MODES) ?? defenceMode;
 
   const counters = { ...DEFAULT_COUNTERS };
   for (const [k, e] of section(w, byKey.get('counters'), 'counters', ['max_entries', 'prefix_v4', 'prefix_v6'])) {
@@ -147,7 +151,8 @@ export function readOperations(w: Walker, byKey: ReadonlyMap<string, Entry>, bas
   for (const [k, e] of section(w, byKey.get('audit'), 'audit', ['file', 'fsync'])) {
     if (k === 'file') {
       const f = e.value === null ? '' : str(w, e, ['audit', 'file'], 'a file path, or "" for no audit log');
-      if (f !== undefined) auditFile = f === '' ? '' : resolvePath(baseDir, f);
+      // Relative to state_dir, which the daemon can write, not to the rules file's folder (/etc).
+      if (f !== undefined) auditFile = f === '' ? '' : resolvePath(stateDir, f);
     } else {
       fsync = oneOf(w, e.value, e.keyNode, ['audit', 'fsync'], ['always', 'interval', 'never'] as const) ?? fsync;
     }
@@ -182,5 +187,5 @@ export function readOperations(w: Walker, byKey: ReadonlyMap<string, Entry>, bas
     else if (t !== undefined) token = t;
   }
 
-  return { limits, counters, alerts: { unknownDevice }, audit: { file: auditFile, fsync }, webhook, log: { decisions }, admin: { token } };
+  return { limits, defences: { mode: defenceMode }, counters, alerts: { unknownDevice }, audit: { file: auditFile, fsync }, webhook, log: { decisions }, admin: { token } };
 }

@@ -10,11 +10,12 @@ import {
   type ProtocolRule, type Rules, type RulesIssue,
 } from './types.js';
 import {
-  createWalker, describe, entriesOf, isScalar, isSeq, knownEntries, scalarValue,
+  createWalker, describe, entriesOf, isMap, isScalar, isSeq, knownEntries, scalarValue,
   type Entry, type PathSegment, type Walker,
 } from './yaml-walk.js';
 import { bool, listOf, oneOf, str } from './fields.js';
 import { OPERATIONS_KEYS, readOperations } from './load-operations.js';
+import { loginNameProblem, lowerAscii } from '../login-name.js';
 
 export type RulesResult =
   | { ok: true; rules: Rules; warnings: RulesIssue[] }
@@ -23,46 +24,91 @@ export type RulesResult =
 /** A rules file is a few KB; a limit keeps a wrong path (a log file, /dev/zero) from eating memory. */
 export const MAX_RULES_BYTES = 16 * 1024 * 1024;
 
+/**
+ * Postfix's policy and socketmap protocols carry no credentials, so by default they listen on UNIX
+ * sockets inside Postfix's queue directory: smtpd reaches them there, chrooted or not, and the
+ * directory (owner cidlock, group postfix, mode 0750) keeps every other local user out. Dovecot
+ * sends an API key; the admin API needs its token.
+ */
+export const POSTFIX_SOCKET_DIR = '/var/spool/postfix/cidlock';
 export const DEFAULT_LISTEN: Readonly<Record<ListenerName, ListenAddress>> = {
   dovecot: { host: '127.0.0.1', port: 8425 },
-  postfix: { host: '127.0.0.1', port: 10031 },
-  socketmap: { host: '127.0.0.1', port: 10032 },
+  postfix: { path: `${POSTFIX_SOCKET_DIR}/policy` },
+  socketmap: { path: `${POSTFIX_SOCKET_DIR}/socketmap` },
   admin: { host: '127.0.0.1', port: 8426 },
 };
 
-const TOP_KEYS = ['listen', 'state_dir', 'dovecot', 'policy', 'domains', 'users', ...OPERATIONS_KEYS] as const;
+/** The file Dovecot's API key is kept in when the rules do not give one: state_dir/dovecot.key. */
+export const DOVECOT_KEY_FILE = 'dovecot.key';
+
+const TOP_KEYS = ['listen', 'state_dir', 'dovecot', 'accounts', 'policy', 'domains', 'users', ...OPERATIONS_KEYS] as const;
 const LISTENERS = ['dovecot', 'postfix', 'socketmap', 'admin'] as const;
 const LAYER_KEYS = ['mode', 'require_tls', 'message', 'vouch_ttl', 'protocols', 'device_types', 'networks', 'learn'] as const;
 const MAX_MESSAGE = 200;
 const MAX_VOUCH_TTL = 7 * 86_400_000;
 const MAX_LIST = 1000;
 
+const LISTEN_FORMS = (name: ListenerName) =>
+  `host:port (127.0.0.1:8425, [::1]:8425), a port number, ${name === 'postfix' || name === 'socketmap' ? 'unix:/path, ' : ''}{ address: host:port, clients: [CIDR, ...] } or off`;
+
+function readTcpAddress(v: unknown): { host: string; port: number } | null {
+  if (typeof v === 'number') return Number.isInteger(v) && v >= 0 && v <= 65535 ? { host: '127.0.0.1', port: v } : null;
+  if (typeof v !== 'string') return null;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  if (m === null) return null;
+  const hostText = m[1] ?? m[2]!;
+  const host = hostText === 'localhost' ? '127.0.0.1' : normalizeIp(hostText);
+  const port = Number(m[3]);
+  return host !== null && port <= 65535 && (m[1] === undefined || host.includes(':')) ? { host, port } : null;
+}
+
 function readListenAddress(w: Walker, e: Entry, path: PathSegment[], name: ListenerName): ListenAddress | null | undefined {
-  const v = scalarValue(e.value);
-  if (v === null || v === false || v === 'off') return null;
-  if (typeof v === 'number') {
-    if (Number.isInteger(v) && v >= 0 && v <= 65535) return { host: '127.0.0.1', port: v };
-  } else if (typeof v === 'string') {
-    if (v.startsWith('unix:')) {
-      const p = v.slice(5);
-      if (name !== 'postfix' && name !== 'socketmap') {
-        w.error(e.value, path, `a unix socket is only supported for postfix and socketmap; Dovecot and the admin API speak HTTP over TCP`);
-        return undefined;
+  if (isMap(e.value)) {
+    // { address: 192.0.2.5:10031, clients: [192.0.2.25/32] }: a TCP listener only these peers may use.
+    let addr: { host: string; port: number } | null = null;
+    let clients: Cidr[] | undefined;
+    let ok = true;
+    for (const le of knownEntries(w, entriesOf(w, e.value, path, e.keyNode) ?? [], ['address', 'clients'], path)) {
+      const p = [...path, le.key];
+      if (le.key === 'address') {
+        addr = readTcpAddress(scalarValue(le.value));
+        if (addr === null) {
+          ok = false;
+          w.error(le.value ?? le.keyNode, p, `expected host:port (192.0.2.5:10031, [2001:db8::5]:10031), got ${describe(le.value)}`);
+        }
+        continue;
       }
-      if (isAbsolute(p)) return { path: p };
-      w.error(e.value, path, `expected an absolute socket path after "unix:", got ${JSON.stringify(p)}`);
+      const items = listOf(w, le, p, MAX_LIST);
+      if (items === undefined) { ok = false; continue; }
+      const nets: Cidr[] = [];
+      for (const it of items) {
+        const v = scalarValue(it.node);
+        const c = typeof v === 'string' ? parseCidr(v) : { error: `expected a CIDR such as 192.0.2.25/32, got ${describe(it.node)}` };
+        if ('error' in c) { ok = false; w.error(it.node ?? le.value, it.path, c.error); } else nets.push(c);
+      }
+      clients = nets;
+    }
+    if (addr === null && ok) {
+      w.error(e.value, path, 'missing "address" (host:port)');
       return undefined;
     }
-    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
-    if (m !== null) {
-      const hostText = m[1] ?? m[2]!;
-      const host = hostText === 'localhost' ? '127.0.0.1' : normalizeIp(hostText);
-      const port = Number(m[3]);
-      if (host !== null && port <= 65535 && (m[1] === undefined || host.includes(':'))) return { host, port };
-    }
+    return ok && addr !== null ? { ...addr, ...(clients !== undefined ? { clients } : {}) } : undefined;
   }
-  w.error(e.value ?? e.keyNode, path,
-    `expected host:port (127.0.0.1:8425, [::1]:8425), a port number, ${name === 'postfix' || name === 'socketmap' ? 'unix:/path, ' : ''}or off; got ${describe(e.value)}`);
+  const v = scalarValue(e.value);
+  if (v === null || v === false || v === 'off') return null;
+  if (typeof v === 'string' && v.startsWith('unix:')) {
+    const p = v.slice(5);
+    if (name !== 'postfix' && name !== 'socketmap') {
+      w.error(e.value, path, `a unix socket is only supported for postfix and socketmap; Dovecot and the admin API speak HTTP over TCP`);
+      return undefined;
+    }
+    if (isAbsolute(p)) return { path: p };
+    w.error(e.value, path, `expected an absolute socket path after "unix:", got ${JSON.stringify(p)}`);
+    return undefined;
+  }
+  const tcp = readTcpAddress(v);
+  if (tcp !== null) return tcp;
+  w.error(e.value ?? e.keyNode, path, `expected ${LISTEN_FORMS(name)}; got ${describe(e.value)}`);
   return undefined;
 }
 
@@ -75,14 +121,14 @@ function readListen(w: Walker, node: Node | null, at: Node): Record<ListenerName
     const addr = readListenAddress(w, e, ['listen', name], name);
     if (addr === undefined) continue;
     out[name] = addr;
-    if (addr !== null && 'host' in addr && !isLoopback(addr.host)) {
-      w.warn(e.value, ['listen', name], `listens on ${addr.host}, which is not a loopback address; make sure only your mail servers can reach it`);
+    if (addr !== null && 'host' in addr && !isLoopback(addr.host) && addr.clients === undefined) {
+      w.warn(e.value, ['listen', name], `listens on ${addr.host}, which is not a loopback address; list the mail servers that may connect ({ address: ..., clients: [...] }) and firewall the port`);
     }
   }
   return out;
 }
 
-function isLoopback(host: string): boolean {
+export function isLoopback(host: string): boolean {
   return host === '::1' || host.startsWith('127.');
 }
 
@@ -226,33 +272,60 @@ function readLayer(w: Walker, node: Node | null, at: Node, path: PathSegment[]):
   return layer;
 }
 
-function readDovecot(w: Walker, node: Node | null, at: Node): Rules['dovecot'] {
-  const out = { apiKey: '', idFields: ['clientid'] as readonly string[] };
+/** An API key sits in an HTTP header and guards every login decision: long, printable, no spaces. */
+export const MIN_KEY_LENGTH = 16;
+
+function readDovecot(w: Walker, node: Node | null, at: Node, stateDir: string, baseDir: string): Rules['dovecot'] {
+  const out = { apiKey: '', apiKeyFile: resolvePath(stateDir, DOVECOT_KEY_FILE), idFields: ['clientid'] as readonly string[] };
   const entries = entriesOf(w, node, ['dovecot'], at);
   if (entries === null) return out;
-  for (const e of knownEntries(w, entries, ['api_key', 'id_fields'], ['dovecot'])) {
-    const p = ['dovecot', e.key];
-    if (e.key === 'api_key') {
-      const s = e.value === null ? '' : str(w, e, p);
-      if (s === undefined) continue;
-      if (/[^\x21-\x7e]/.test(s)) w.error(e.value, p, 'expected printable ASCII without spaces: Dovecot sends it in an HTTP header');
-      else {
-        if (s !== '' && s.length < 16) w.warn(e.value, p, 'an API key shorter than 16 characters is easy to guess');
-        out.apiKey = s;
+  const byKey = new Map(knownEntries(w, entries, ['api_key', 'api_key_file', 'id_fields'], ['dovecot']).map((e) => [e.key, e]));
+  const keyE = byKey.get('api_key');
+  const fileE = byKey.get('api_key_file');
+  if (keyE !== undefined && fileE !== undefined && scalarValue(keyE.value) !== '' && scalarValue(keyE.value) !== null) {
+    w.error(fileE.keyNode, ['dovecot', 'api_key_file'], 'give api_key or api_key_file, not both');
+  }
+  if (keyE !== undefined) {
+    const s = keyE.value === null ? '' : str(w, keyE, ['dovecot', 'api_key']);
+    if (s !== undefined && s !== '') {
+      if (/[^\x21-\x7e]/.test(s) || s.length < MIN_KEY_LENGTH) {
+        w.error(keyE.value, ['dovecot', 'api_key'], `expected at least ${MIN_KEY_LENGTH} printable characters without spaces (Dovecot sends it in an HTTP header); or leave it out and cidlock keeps a random key in state_dir/${DOVECOT_KEY_FILE}`);
+      } else out.apiKey = s;
+    }
+  }
+  if (fileE !== undefined) {
+    const f = str(w, fileE, ['dovecot', 'api_key_file'], 'a file path');
+    if (f === '') w.error(fileE.value, ['dovecot', 'api_key_file'], 'expected a file path, got an empty text');
+    else if (f !== undefined) out.apiKeyFile = resolvePath(baseDir, f);
+  }
+  const idE = byKey.get('id_fields');
+  if (idE !== undefined) {
+    const p = ['dovecot', 'id_fields'];
+    const items = listOf(w, idE, p, 8);
+    if (items !== undefined) {
+      const fields: string[] = [];
+      for (const it of items) {
+        const v = scalarValue(it.node);
+        // RFC 2971 keys are at most 30 octets; Dovecot refuses longer ones.
+        if (typeof v === 'string' && /^[\x21-\x7e]{1,30}$/.test(v) && !/["\\]/.test(v)) fields.push(v.toLowerCase());
+        else w.error(it.node ?? idE.value, it.path, `expected an IMAP ID field name of 1 to 30 characters without spaces or quotes, got ${describe(it.node)}`);
       }
-      continue;
+      if (fields.length === 0 && items.length === 0) w.error(idE.value, p, 'list at least one IMAP ID field name, e.g. [clientid]');
+      else if (fields.length === items.length) out.idFields = fields;
     }
-    const items = listOf(w, e, p, 8);
-    if (items === undefined) continue;
-    const fields: string[] = [];
-    for (const it of items) {
-      const v = scalarValue(it.node);
-      // RFC 2971 keys are at most 30 octets; Dovecot refuses longer ones.
-      if (typeof v === 'string' && /^[\x21-\x7e]{1,30}$/.test(v) && !/["\\]/.test(v)) fields.push(v.toLowerCase());
-      else w.error(it.node ?? e.value, it.path, `expected an IMAP ID field name of 1 to 30 characters without spaces or quotes, got ${describe(it.node)}`);
-    }
-    if (fields.length === 0 && items.length === 0) w.error(e.value, p, 'list at least one IMAP ID field name, e.g. [clientid]');
-    else if (fields.length === items.length) out.idFields = fields;
+  }
+  return out;
+}
+
+function readAccounts(w: Walker, node: Node | null, at: Node): Rules['accounts'] {
+  const out = { defaultDomain: '' };
+  const entries = entriesOf(w, node, ['accounts'], at);
+  if (entries === null) return out;
+  for (const e of knownEntries(w, entries, ['default_domain'], ['accounts'])) {
+    const v = e.value === null ? '' : str(w, e, ['accounts', e.key], 'a domain name');
+    if (v === undefined || v === '') continue;
+    if (DOMAIN.test(v.toLowerCase())) out.defaultDomain = v.toLowerCase();
+    else w.error(e.value, ['accounts', e.key], `expected a domain name such as example.com, got ${describe(e.value)}`);
   }
   return out;
 }
@@ -265,14 +338,15 @@ function readNamedLayers(w: Walker, node: Node | null, at: Node, key: 'domains' 
   if (entries === null) return out;
   const seen = new Map<string, string>();
   for (const e of entries) {
-    const name = e.key.toLowerCase();
+    const name = key === 'users' ? lowerAscii(e.key.trim()) : e.key.toLowerCase();
     const path = [key, e.key];
     if (key === 'domains' && !DOMAIN.test(name)) {
       w.error(e.keyNode, path, 'expected a domain name such as example.com (the part of a login after the last @)');
       continue;
     }
-    if (key === 'users' && (name.length === 0 || name.length > 320 || /[\s\x00-\x1f\x7f"]/.test(name))) {
-      w.error(e.keyNode, path, 'expected a login name without spaces or control characters, at most 320 characters');
+    const problem = key === 'users' ? loginNameProblem(name) : null;
+    if (problem !== null) {
+      w.error(e.keyNode, path, `expected a login name (${problem})`);
       continue;
     }
     const earlier = seen.get(name);
@@ -327,6 +401,7 @@ export function parseRules(text: string, file: string): RulesResult {
   const at = (k: string) => byKey.get(k);
   const listenE = at('listen');
   const dovecotE = at('dovecot');
+  const accountsE = at('accounts');
   const policyE = at('policy');
   const domainsE = at('domains');
   const usersE = at('users');
@@ -334,11 +409,14 @@ export function parseRules(text: string, file: string): RulesResult {
     file: file === '' ? '' : resolvePath(file),
     listen: listenE === undefined ? { ...DEFAULT_LISTEN } : readListen(w, listenE.value, listenE.keyNode),
     stateDir,
-    dovecot: dovecotE === undefined ? { apiKey: '', idFields: ['clientid'] } : readDovecot(w, dovecotE.value, dovecotE.keyNode),
+    dovecot: dovecotE === undefined
+      ? { apiKey: '', apiKeyFile: resolvePath(stateDir, DOVECOT_KEY_FILE), idFields: ['clientid'] }
+      : readDovecot(w, dovecotE.value, dovecotE.keyNode, stateDir, baseDir),
+    accounts: accountsE === undefined ? { defaultDomain: '' } : readAccounts(w, accountsE.value, accountsE.keyNode),
     policy: policyE === undefined ? {} : readLayer(w, policyE.value, policyE.keyNode, ['policy']),
     domains: domainsE === undefined || domainsE.value === null ? new Map() : readNamedLayers(w, domainsE.value, domainsE.keyNode, 'domains'),
     users: usersE === undefined || usersE.value === null ? new Map() : readNamedLayers(w, usersE.value, usersE.keyNode, 'users'),
-    ...readOperations(w, byKey, baseDir, stateDir),
+    ...readOperations(w, byKey, stateDir),
   };
   const byPlace = (a: RulesIssue, b: RulesIssue) => a.line - b.line || a.col - b.col;
   w.issues.sort(byPlace);

@@ -33,7 +33,12 @@ export interface PolicyLayer {
   learn?: { max_devices?: number; until?: number | null }; // until: epoch ms
 }
 
-export type ListenAddress = { host: string; port: number } | { path: string };
+/**
+ * A TCP listener (optionally only for the given client networks) or a UNIX socket. The mail
+ * servers' side of cidlock has no authentication of its own on Postfix's protocols, so a UNIX
+ * socket whose directory only Postfix can enter is the default there.
+ */
+export type ListenAddress = { host: string; port: number; clients?: readonly Cidr[] } | { path: string };
 
 export type ListenerName = 'dovecot' | 'postfix' | 'socketmap' | 'admin';
 
@@ -60,6 +65,10 @@ export interface CounterSettings {
   prefixV6: number;
 }
 
+/** The attack defences' own switch, independent of the device lock's mode. */
+export const DEFENCE_MODES = ['off', 'monitor', 'enforce'] as const;
+export type DefenceMode = (typeof DEFENCE_MODES)[number];
+
 export type DecisionLogLevel = 'all' | 'refusals' | 'none';
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 
@@ -68,11 +77,19 @@ export interface Rules {
   readonly file: string;
   readonly listen: Readonly<Record<ListenerName, ListenAddress | null>>;
   readonly stateDir: string; // absolute
-  readonly dovecot: { readonly apiKey: string; readonly idFields: readonly string[] };
+  /**
+   * apiKey: the key written in the rules file, or "" to use apiKeyFile (created with a random key
+   * on first use). Dovecot must always send one.
+   */
+  readonly dovecot: { readonly apiKey: string; readonly apiKeyFile: string; readonly idFields: readonly string[] };
+  /** How login names become accounts: a name without a domain gets defaultDomain ("" = none). */
+  readonly accounts: { readonly defaultDomain: string };
   readonly policy: PolicyLayer;
   readonly domains: ReadonlyMap<string, PolicyLayer>;
   readonly users: ReadonlyMap<string, PolicyLayer>;
   readonly limits: readonly LimitRule[];
+  /** Whether the limits are enforced, only logged, or off; whatever the target account's lock mode. */
+  readonly defences: { readonly mode: DefenceMode };
   readonly counters: CounterSettings;
   readonly alerts: { readonly unknownDevice: { readonly attempts: number; readonly windowMs: number } };
   /** Absolute path of the audit log, or "" for none. */
