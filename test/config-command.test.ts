@@ -17,14 +17,15 @@ test('config dovecot (2.3) fills in the URL, API key header, attributes and imap
   assert.ok(lines.includes('auth_policy_hash_nonce = n0nce-n0nce'));
   assert.ok(lines.includes('imap_id_retain = yes'));
   assert.ok(lines.includes('#auth_policy_reject_on_fail = yes'));
-  assert.ok(lines.some((l) => /^auth_policy_request_attributes = login=%\{requested_username\} .*device_id=%\{client_id\} protocol=%s .*attrs\/secured=%\{secured\}/.test(l)));
+  assert.ok(lines.some((l) => /^auth_policy_request_attributes = user=%\{user\} login_user=%\{login_user\} master_user=%\{master_user\} orig_user=%\{orig_user\} .*device_id=%\{client_id\} protocol=%s .*secured=%\{secured\}$/.test(l)));
   assert.not.ok(r.stdout.includes('UNSUPPORTED') || r.stdout.includes('%{fail_type}'), '2.3 has no fail_type');
 });
 
 test('config dovecot --dovecot 2.4 prints the block syntax with renamed variables and fail_type', () => {
   const r = cidlock(['config', 'dovecot', '--config', join(repoRoot, 'examples', 'cidlock.yaml'), '--dovecot', '2.4']);
   assert.is(r.status, 0, r.stderr);
-  assert.match(r.stdout, /auth_policy_request_attributes \{\n  login = %\{requested_username\}\n/);
+  assert.match(r.stdout, /auth_policy_request_attributes \{\n  user = %\{user\}\n/);
+  assert.match(r.stdout, /  orig_user = %\{original_user\}\n/);
   assert.match(r.stdout, /  remote = %\{remote_ip\}\n/);
   assert.match(r.stdout, /  protocol = %\{protocol\}\n/);
   assert.match(r.stdout, /  fail_type = %\{fail_type\}\n/);

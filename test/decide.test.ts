@@ -35,7 +35,7 @@ test('enforce: a registered CID over TLS is allowed and names the device', () =>
   assert.is(d.action, 'allow');
   assert.is(d.reason, 'registered_device');
   assert.is(d.rule, 'policy.protocols.imap (built-in default)');
-  assert.is(d.proven, dev.status === 'added' ? dev.device.id : '');
+  assert.equal(d.proven, dev.status === 'added' ? { id: dev.device.id, hash: dev.device.hash } : undefined);
   assert.is(d.would_reject, false);
   const cid = d.evidence.find((e) => e.kind === 'cid')!;
   assert.is(cid.status, 'registered');
@@ -177,9 +177,16 @@ test('cert evidence: registered public-key fingerprint proves the device on smtp
   assert.is(decide(req({ protocol: 'imap', certFingerprints: [CERT] }), s.ctx()).action, 'reject');
 });
 
-test('vouch: a proven device vouches for the same user and address within vouch_ttl only', () => {
+/** A vouch from a device registered for alice, as the engine records one after her login. */
+async function vouchFromLaptop(s: ReturnType<typeof setup>): Promise<void> {
+  const r = await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  if (r.status === 'full') throw new Error('setup');
+  s.vouches.add('alice@example.com', '198.51.100.7', { at: NOW, device: r.device.id, hash: r.device.hash }, 600_000);
+}
+
+test('vouch: a proven device vouches for the same user and address within vouch_ttl only', async () => {
   const s = setup(`${ENFORCE}  vouch_ttl: 10m\n`);
-  s.vouches.add('alice@example.com', '198.51.100.7', { at: NOW, device: 'abcdef123456' }, 600_000);
+  await vouchFromLaptop(s);
   const pop = decide(req({ protocol: 'pop3' }), s.ctx(NOW + 60_000));
   assert.is(pop.action, 'allow');
   assert.is(pop.reason, 'vouched');
@@ -192,9 +199,9 @@ test('vouch: a proven device vouches for the same user and address within vouch_
   assert.is(decide(req(), s.ctx()).action, 'reject');
 });
 
-test('vouch never admits a request presenting an unregistered CID or certificate', () => {
+test('vouch never admits a request presenting an unregistered CID or certificate', async () => {
   const s = setup(`${ENFORCE}  protocols: { imap: [cid, vouch], smtp: [cert, vouch] }\n`);
-  s.vouches.add('alice@example.com', '198.51.100.7', { at: NOW, device: 'abcdef123456' }, 600_000);
+  await vouchFromLaptop(s);
   assert.is(decide(req(), s.ctx()).reason, 'vouched');
   const d = decide(req({ cid: STRANGER }), s.ctx());
   assert.is(d.action, 'reject');

@@ -50,42 +50,44 @@ test('address limits: delay after 10 failures, reject after 30, and the reject p
   const a = { user: 'u@x', remote: '203.0.113.9' };
   const triggered: string[] = [];
   for (let i = 0; i < 30; i++) {
-    assert.is(d.verdict(a, false, T0 + i) === undefined, i < 10, `before failure ${i + 1}`);
+    assert.is(d.verdict(a, false, T0 + i).address === undefined, i < 10, `before failure ${i + 1}`);
     for (const h of d.recordFailure({ ...a, user: `u${i}@x` }, T0 + i)) triggered.push(`${i + 1}:${h.rule.path}`);
   }
   assert.equal(triggered, ['10:limits[0]', '30:limits[1]']);
-  assert.is(d.verdict(a, false, T0 + 100)!.action.action, 'reject');
-  assert.equal(d.verdict({ user: 'u@x', remote: '203.0.113.10' }, false, T0 + 100), undefined, 'another address is not affected');
-  assert.is(d.verdict(a, false, T0 + 30 * MIN)!.action.action, 'reject', 'the penalty holds for its hour after the counts left the 10m window');
-  assert.is(d.verdict(a, false, T0 + 2 * 60 * MIN), undefined, 'and then ends');
+  assert.is(d.verdict(a, false, T0 + 100).address!.action.action, 'reject');
+  assert.equal(d.verdict({ user: 'u@x', remote: '203.0.113.10' }, false, T0 + 100), {}, 'another address is not affected');
+  assert.is(d.verdict(a, false, T0 + 30 * MIN).address!.action.action, 'reject', 'the penalty holds for its hour after the counts left the 10m window');
+  assert.is(d.verdict(a, true, T0 + 30 * MIN).address!.action.action, 'reject', 'a registered device from the guessing address itself is refused too');
+  assert.equal(d.verdict(a, false, T0 + 2 * 60 * MIN), {}, 'and then ends');
 });
 
 test('repeated identical guesses (same user and pwhash) count once', () => {
   const d = createDefences({ limits: [rule({ key: 'user', failures: 3, windowMs: 10 * MIN, then: { action: 'delay', seconds: 2 } })], counters: COUNTERS, alertWindowMs: MIN });
   for (let i = 0; i < 10; i++) d.recordFailure({ user: 'v@x', remote: '192.0.2.1', pwhash: '0abc' }, T0 + i);
-  assert.is(d.verdict({ user: 'v@x', remote: null }, false, T0 + 20), undefined);
+  assert.equal(d.verdict({ user: 'v@x', remote: null }, false, T0 + 20), {});
   d.recordFailure({ user: 'v@x', remote: '192.0.2.1', pwhash: '0abd' }, T0 + 21);
   d.recordFailure({ user: 'v@x', remote: '192.0.2.1', pwhash: '0abe' }, T0 + 22);
-  assert.is(d.verdict({ user: 'v@x', remote: null }, false, T0 + 23)!.action.action, 'delay');
+  assert.is(d.verdict({ user: 'v@x', remote: null }, false, T0 + 23).user!.action.action, 'delay');
 });
 
 test('dictionary runs: distinct user names per address', () => {
   const d = createDefences({ limits: [rule({ key: 'address', distinctUsers: 5, windowMs: 10 * MIN, then: { action: 'reject', forMs: 60 * MIN } })], counters: COUNTERS, alertWindowMs: MIN });
   for (let i = 0; i < 20; i++) d.recordFailure({ user: 'same@x', remote: '198.51.100.1' }, T0 + i);
-  assert.is(d.verdict({ user: 'z@x', remote: '198.51.100.1' }, false, T0 + 30), undefined, 'one user guessed many times is not a dictionary run');
+  assert.equal(d.verdict({ user: 'z@x', remote: '198.51.100.1' }, false, T0 + 30), {}, 'one user guessed many times is not a dictionary run');
   const hits = [];
   for (let i = 0; i < 5; i++) hits.push(...d.recordFailure({ user: `name${i}@x`, remote: '198.51.100.2' }, T0 + i));
   assert.is(hits.length, 1);
   assert.is(hits[0]!.count, 5);
-  assert.is(d.verdict({ user: 'z@x', remote: '198.51.100.2' }, false, T0 + 10)!.action.action, 'reject');
+  assert.is(d.verdict({ user: 'z@x', remote: '198.51.100.2' }, false, T0 + 10).address!.action.action, 'reject');
 });
 
-test('user limits slow an attack on one account but never a proven device; network limits aggregate a /24', () => {
+test('user and network limits slow an attack but never a proven device; network limits aggregate a /24', () => {
   const d = createDefences({ limits: [rule({ key: 'user', failures: 5, windowMs: 10 * MIN, then: { action: 'delay', seconds: 3 } }, 0), rule({ key: 'network', failures: 8, windowMs: 10 * MIN, then: { action: 'delay', seconds: 7 } }, 1)], counters: COUNTERS, alertWindowMs: MIN });
   for (let i = 0; i < 8; i++) d.recordFailure({ user: 'target@x', remote: `198.51.100.${i + 1}` }, T0 + i);
-  assert.is(d.verdict({ user: 'target@x', remote: '192.0.2.50' }, false, T0 + 10)!.action.action, 'delay');
-  assert.is(d.verdict({ user: 'target@x', remote: '192.0.2.50' }, true, T0 + 10), undefined, 'the owner\'s registered device passes');
-  const net = d.verdict({ user: 'other@x', remote: '198.51.100.200' }, true, T0 + 10)!;
+  assert.is(d.verdict({ user: 'target@x', remote: '192.0.2.50' }, false, T0 + 10).user!.action.action, 'delay');
+  assert.equal(d.verdict({ user: 'target@x', remote: '192.0.2.50' }, true, T0 + 10), {}, 'the owner\'s registered device passes');
+  assert.equal(d.verdict({ user: 'other@x', remote: '198.51.100.200' }, true, T0 + 10), {}, 'a registered device in the busy /24 passes');
+  const net = d.verdict({ user: 'other@x', remote: '198.51.100.200' }, false, T0 + 10).address!;
   assert.is(net.subject, '198.51.100.0/24');
   assert.equal(net.action, { action: 'delay', seconds: 7 });
   assert.is(d.addressVerdict('198.51.100.201', T0 + 10)!.rule.path, 'limits[1]');
@@ -97,23 +99,23 @@ test('memory is bounded: counters are capped and evictions counted', () => {
   const s = d.sizes();
   assert.ok(s.counters <= 1000, String(s.counters));
   assert.ok(s.evictions >= 4000, String(s.evictions));
-  for (let i = 0; i < 30; i++) d.recordRefusal('r@x', { at: String(i), protocol: 'imap', remote: null, reason: 'no_device_proof' }, false, T0);
+  for (let i = 0; i < 30; i++) d.recordRefusal('r@x', { at: String(i), protocol: 'imap', remote: null, reason: 'no_device_proof', refused: true }, false, T0);
   assert.is(d.recentRefusals('r@x').length, 20);
   assert.is(d.recentRefusals('r@x')[19]!.at, '29');
 });
 
-function engineWith(yaml: string) {
+async function engineWith(yaml: string) {
   const rules = rulesFrom(yaml);
   const events: SecurityEvent[] = [];
   let now = T0;
-  const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger: jsonLogger(() => {}), now: () => now, events: { emit: (e) => events.push(e) } });
+  const engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger: jsonLogger(() => {}), now: () => now, events: { emit: (e) => events.push(e) } });
   return { engine, events, tick: (ms: number) => { now += ms; } };
 }
 const imap = (over: Partial<AuthRequest> = {}): AuthRequest => ({ protocol: 'imap', user: 'alice@example.com', remote: '203.0.113.50', tls: true, certFingerprints: [], stage: 'before_auth', ...over });
 
-test('engine: limits turn allow into delay then reject, in enforce; monitor only notes them; off ignores them', () => {
+test('engine: address limits apply to every account whatever its lock mode; the defences\' own mode enforces them', async () => {
   const limits = 'limits:\n  - { key: address, failures: 3, window: 10m, then: delay 4s }\n  - { key: address, failures: 6, window: 10m, then: reject 1h }\n';
-  const s = engineWith(`policy: { mode: enforce, protocols: { imap: allow } }\nusers:\n  mon@example.com: { mode: monitor }\n  off@example.com: { mode: off }\n${limits}`);
+  const s = await engineWith(`policy: { mode: enforce, protocols: { imap: allow } }\nusers:\n  mon@example.com: { mode: monitor }\n  off@example.com: { mode: off }\n${limits}`);
   const fail = () => s.engine.reportFailure(imap({ user: `guess${Math.random()}@example.com` }), { policyReject: false });
   for (let i = 0; i < 3; i++) fail();
   const d = s.engine.decide(imap());
@@ -125,17 +127,51 @@ test('engine: limits turn allow into delay then reject, in enforce; monitor only
   const r = s.engine.decide(imap());
   assert.is(r.action, 'reject');
   assert.match(r.why, /address 203\.0\.113\.50 is over limits\[1\]: 6 failures within 10m, then reject 1h/);
-  const mon = s.engine.decide(imap({ user: 'mon@example.com' }));
-  assert.is(mon.action, 'allow');
-  assert.is(mon.would_reject, true);
-  assert.is(mon.limit!.rule, 'limits[1]');
-  assert.is(s.engine.decide(imap({ user: 'off@example.com' })).limit, undefined);
+  // A guessing address that switches to an unlocked account, or to a name that does not exist, is still refused.
+  for (const user of ['mon@example.com', 'off@example.com', 'nobody-at-all@example.net']) {
+    const other = s.engine.decide(imap({ user }));
+    assert.is(other.action, 'reject', user);
+    assert.is(other.reason, 'limit', user);
+    assert.is(other.limit!.enforced, true, user);
+  }
   assert.equal(s.events.filter((e) => e.event === 'limit_triggered').map((e) => e.event === 'limit_triggered' && e.rule), ['limits[0]', 'limits[1]']);
   assert.is(s.engine.addressVerdict('203.0.113.50')!.action, 'reject');
+
+  s.engine.setRules(rulesFrom(`policy: { mode: enforce, protocols: { imap: allow } }\ndefences: { mode: monitor }\n${limits}`));
+  const noted = s.engine.decide(imap());
+  assert.is(noted.action, 'allow');
+  assert.is(noted.would_reject, true);
+  assert.equal(noted.limit, { rule: 'limits[1]', key: 'address', action: 'reject 1h', count: 6, enforced: false });
+  assert.is(s.engine.addressVerdict('203.0.113.50'), undefined, 'Postfix\'s client table refuses only enforced limits');
+
+  s.engine.setRules(rulesFrom(`policy: { mode: enforce, protocols: { imap: allow } }\ndefences: { mode: off }\n${limits}`));
+  assert.is(s.engine.decide(imap()).limit, undefined);
 });
 
-test('engine: unknown devices are audited each time and alert once past the threshold', () => {
-  const s = engineWith('policy: { mode: enforce }\nalerts: { unknown_device: { attempts: 3, window: 1h } }\nlimits: []\n');
+test('engine: user limits follow the account\'s mode; a registered device passes them and network limits, never its own address\'s', async () => {
+  const limits = 'limits:\n  - { key: user, failures: 3, window: 10m, then: delay 2s }\n  - { key: network, failures: 5, window: 10m, then: reject 10m }\n';
+  const s = await engineWith(`policy: { mode: enforce, protocols: { imap: [cid] } }\nusers:\n  mon@example.com: { mode: monitor }\n  off@example.com: { mode: off }\n${limits}`);
+  const cid = { type: 'UUID', token: 'defences-owner-laptop' };
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid }, 'admin');
+  for (const user of ['alice@example.com', 'mon@example.com', 'off@example.com']) {
+    for (let i = 0; i < 3; i++) s.engine.reportFailure(imap({ user, remote: `198.51.100.${i}` }), { policyReject: false });
+  }
+  const away = '192.0.2.77';
+  assert.is(s.engine.decide(imap({ remote: away })).action, 'reject', 'no device: refused by the lock anyway');
+  const owner = s.engine.decide(imap({ remote: away, cid }));
+  assert.is(owner.action, 'allow', 'the owner\'s device is not slowed by the attack on the account');
+  assert.is(s.engine.decide(imap({ user: 'off@example.com', remote: away })).limit, undefined, 'mode off skips user limits');
+  const mon = s.engine.decide(imap({ user: 'mon@example.com', remote: away }));
+  assert.is(mon.action, 'allow');
+  assert.is(mon.limit!.enforced, false);
+  // The whole /24 is over the network limit now (9 failures): strangers in it are refused,
+  // the owner's device in it is not.
+  assert.is(s.engine.decide(imap({ user: 'off@example.com', remote: '198.51.100.200' })).reason, 'limit');
+  assert.is(s.engine.decide(imap({ remote: '198.51.100.200', cid })).action, 'allow');
+});
+
+test('engine: unknown devices are audited each time and alert once past the threshold', async () => {
+  const s = await engineWith('policy: { mode: enforce }\nalerts: { unknown_device: { attempts: 3, window: 1h } }\nlimits: []\n');
   for (let i = 0; i < 5; i++) s.engine.decide(imap({ cid: { type: 'UUID', token: `stranger-${i}` }, clientName: 'Evil Mail' }));
   const refused = s.events.filter((e) => e.event === 'unknown_device_refused');
   assert.is(refused.length, 5);
@@ -146,7 +182,13 @@ test('engine: unknown devices are audited each time and alert once past the thre
   assert.is(a.device_type, 'UUID');
   assert.is(a.client_name, 'Evil Mail');
   assert.not.ok(JSON.stringify(s.events).includes('stranger-'), 'a raw CID reached an event');
-  assert.is(s.engine.defences.recentRefusals('alice@example.com').length, 5);
+  const refusals = s.engine.defences.recentRefusals('alice@example.com');
+  assert.is(refusals.length, 5);
+  assert.equal(Object.keys(refusals[0]!).sort(), ['at', 'client_name', 'device_type', 'protocol', 'reason', 'refused', 'remote'], 'snake_case keys, as the rest of the API');
+  assert.ok(refusals.every((r) => r.refused));
+  const mon = await engineWith('policy: { mode: monitor }\nlimits: []\n');
+  mon.engine.decide(imap({ cid: { type: 'UUID', token: 'watched' } }));
+  assert.is(mon.engine.defences.recentRefusals('alice@example.com')[0]!.refused, false, 'a monitor-mode would-reject is not a refusal');
 });
 
 test.run();

@@ -8,7 +8,8 @@ import { jsonLogger } from '../src/core/log.js';
 import { fileStore } from '../src/core/registry/file-store.js';
 import { openRegistry } from '../src/core/registry/registry.js';
 import { createDovecotServer, type DovecotServerLimits } from '../src/dovecot-policy/server.js';
-import { answerFor, MAX_DELAY_SECONDS } from '../src/dovecot-policy/answer.js';
+import { answerFor } from '../src/dovecot-policy/answer.js';
+import { MAX_DELAY_SECONDS } from '../src/core/delay.js';
 import type { Decision } from '../src/core/decide.js';
 import { post, TEST_DOVECOT_KEY } from './helpers/http.js';
 import { readDovecotCapture } from './helpers/paths.js';
@@ -212,13 +213,46 @@ test('the capture with a duplicate "tls" key is answered using Dovecot\'s own bo
   }
 });
 
-test('answers: delays are capped well below Dovecot\'s auth timeout; tempfail refuses this attempt', () => {
+test('answers: delays are capped well below Dovecot\'s auth timeout', () => {
   const base = { mode: 'enforce', would_reject: false, reason: 'no_device_proof', rule: 'r', layer: 'server', why: '', evidence: [], protocol: { name: 'imap', rule: ['cid'], from: '' }, message: 'm' } as unknown as Decision;
   assert.equal(answerFor({ ...base, action: 'delay', seconds: 5 }), { status: 5 });
   assert.equal(answerFor({ ...base, action: 'delay', seconds: 9999 }), { status: MAX_DELAY_SECONDS });
   assert.equal(answerFor({ ...base, action: 'delay', seconds: 0 }), { status: 1 });
-  assert.equal(answerFor({ ...base, action: 'tempfail' }), { status: -1, msg: 'm' });
   assert.equal(answerFor({ ...base, action: 'allow', would_reject: true }), { status: 0 });
+});
+
+test('a passdb that renames the account: the after-auth call decides for the account actually logged into', async () => {
+  const s = await start('policy: { mode: monitor }\nusers:\n  alice@example.com: { mode: enforce }\n');
+  try {
+    const caps = readDovecotCapture('dovecot-2.3.19-accounts.jsonl').filter((c) => c.note === 'passdb by local part, returns user=: alice@example.org');
+    const answers: string[] = [];
+    for (const c of caps) answers.push((await post(s.port, c.path, c.body)).body);
+    // Before the password check only "alice@example.org" is known (monitor: allowed); after it,
+    // Dovecot names alice@example.com, which is locked: refused, with the wrong-password reply.
+    assert.equal(answers, ['{"status":0}', '{"status":-1,"msg":""}', '{}']);
+    const lines = s.logs.filter((l) => l.event === 'decision');
+    assert.equal(lines.map((l) => [l.user, l.stage, l.action]), [['alice@example.org', 'before_auth', 'allow'], ['alice@example.com', 'after_auth', 'reject']]);
+    assert.is(lines[1]!.login_name, 'alice@example.org');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('master users: every call of a master login is decided for the master user, once', async () => {
+  const s = await start('policy: { mode: enforce }\nusers:\n  alice@example.com: { mode: off }\n');
+  try {
+    const caps = readDovecotCapture('dovecot-2.3.19-accounts.jsonl').filter((c) => c.note === 'master user: alice@example.com*admin');
+    const answers: string[] = [];
+    for (const c of caps) answers.push((await post(s.port, c.path, c.body)).body);
+    // alice's own mode (off) does not open her mailbox to a master password from an unknown device.
+    assert.equal(answers, ['{"status":-1,"msg":""}', '{"status":-1,"msg":""}', '{}']);
+    const lines = s.logs.filter((l) => l.event === 'decision');
+    assert.is(lines.length, 1);
+    assert.is(lines[0]!.user, 'admin');
+    assert.is(lines[0]!.mailbox, 'alice@example.com');
+  } finally {
+    await s.stop();
+  }
 });
 
 test.run();

@@ -73,4 +73,45 @@ test('commands come from the query or the path', () => {
   assert.is(commandFromPath('/'), null);
 });
 
+// Real Dovecot 2.3.19 bodies for the usual account set-ups (test/fixtures/captures/dovecot-2.3.19-accounts.jsonl).
+const accounts = readDovecotCapture('dovecot-2.3.19-accounts.jsonl');
+const accountOf = (note: string, i: number, defaultDomain = '') => {
+  const cap = accounts.filter((c) => c.note === note)[i]!;
+  const t = translateDovecot(JSON.parse(cap.body), { ...opts, defaultDomain });
+  if (!t.ok) throw new Error(t.error);
+  return { user: t.request.user, mailbox: t.request.mailbox, loginName: t.request.loginName, path: cap.path };
+};
+
+test('auth_username_format = %Ln: every name Dovecot maps to "alice" is one account; default_domain gives it its domain', () => {
+  for (const typed of ['alice@example.com', 'alice', 'alice@example.org']) {
+    assert.equal(accountOf(`format %Ln: ${typed}`, 0), { user: 'alice', mailbox: undefined, loginName: typed === 'alice' ? undefined : typed, path: '/?command=allow' });
+    assert.is(accountOf(`format %Ln: ${typed}`, 0, 'example.com').user, 'alice@example.com');
+  }
+});
+
+test('a passdb that returns user=: the before-auth call names what was typed, the after-auth call the real account', () => {
+  assert.is(accountOf('passdb by local part, returns user=: alice@example.org', 0).user, 'alice@example.org');
+  assert.is(accountOf('passdb by local part, returns user=: alice@example.org', 1).user, 'alice@example.com');
+  assert.is(accountOf('passdb by local part, returns user=: alice@example.org', 2).user, 'alice@example.com');
+  // Without user=, Dovecot itself never learns the mailbox is alice@example.com: neither can cidlock.
+  assert.is(accountOf('passdb by local part, no user=: alice@example.org', 1).user, 'alice@example.org');
+});
+
+test('auth_default_realm: Dovecot adds the realm before cidlock is asked', () => {
+  assert.equal(accountOf('default realm: alice', 0), { user: 'alice@example.com', mailbox: undefined, loginName: 'alice', path: '/?command=allow' });
+});
+
+test('master users: decided for the master user whose password is presented, the mailbox beside it, in every call', () => {
+  const note = 'master user: alice@example.com*admin';
+  for (let i = 0; i < 3; i++) assert.equal(accountOf(note, i), { user: 'admin', mailbox: 'alice@example.com', loginName: undefined, path: i < 2 ? '/?command=allow' : '/?command=report' }, String(i));
+  assert.is(accountOf(`${note} (wrong password)`, 1).user, 'admin', 'a failed master login counts against the master user');
+});
+
+test('earlier configurations without user=: login (requested_username) is the account', () => {
+  const t = translateDovecot({ login: 'Bob@Example.COM', protocol: 'imap', remote: '192.0.2.1' }, opts);
+  assert.ok(t.ok && t.request.user === 'bob@example.com');
+  const none = translateDovecot({ protocol: 'imap' }, opts);
+  assert.ok(!none.ok && /user=%\{user\}/.test(none.error));
+});
+
 test.run();

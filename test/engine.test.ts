@@ -9,13 +9,13 @@ import { rulesFrom } from './helpers/tmp.js';
 
 const CID = { type: 'UUID', token: 'engine-test-device-0001' };
 
-function setup(yaml: string) {
+async function setup(yaml: string) {
   const rules = rulesFrom(yaml);
   const lines: Array<Record<string, unknown>> = [];
   let now = Date.parse('2026-11-28T12:00:00Z');
   const engine = createEngine({
     rules,
-    registry: openRegistry(fileStore(rules.stateDir), { create: true }),
+    registry: await openRegistry(fileStore(rules.stateDir), { create: true }),
     logger: jsonLogger((l) => lines.push(JSON.parse(l))),
     now: () => now,
   });
@@ -25,26 +25,55 @@ function setup(yaml: string) {
 const imap = (over: Partial<AuthRequest> = {}): AuthRequest =>
   ({ protocol: 'imap', user: 'alice@example.com', remote: '203.0.113.5', tls: true, certFingerprints: [], stage: 'before_auth', ...over });
 
-test('a successful login from a registered device vouches for POP3 from the same address', () => {
-  const s = setup('policy: { mode: enforce, vouch_ttl: 5m }\n');
-  s.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
+test('a successful login from a registered device vouches for POP3 from the same address', async () => {
+  const s = await setup('policy: { mode: enforce, vouch_ttl: 5m }\n');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
   const pop = imap({ protocol: 'pop3', cid: undefined });
   assert.is(s.engine.decide(pop).action, 'reject');
   const d = s.engine.decide(imap({ cid: CID }));
   assert.is(d.action, 'allow');
-  assert.equal(s.engine.reportSuccess(imap({ cid: CID }), d), { vouched: true });
+  s.engine.reportSuccess(imap({ cid: CID }), d);
+  assert.is(s.engine.vouches.size, 1);
   assert.is(s.engine.decide(pop).reason, 'vouched');
   s.tick(5 * 60_000 + 1);
   assert.is(s.engine.decide(pop).action, 'reject');
 });
 
-test('learn: a successful login registers the device on disk, and the next one past the limit is refused', () => {
-  const s = setup('policy: { mode: learn, learn: { max_devices: 1 } }\n');
+test('removing a device revokes its vouches at once: the next POP3 login is refused and names no device', async () => {
+  const s = await setup('policy: { mode: enforce, vouch_ttl: 30m }\nlog: { decisions: all }\n');
+  const added = await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
+  assert.is(added.status, 'added');
+  s.engine.reportSuccess(imap({ cid: CID }), s.engine.decide(imap({ cid: CID })));
+  const pop = imap({ protocol: 'pop3' });
+  assert.is(s.engine.decide(pop).reason, 'vouched');
+  const removed = await s.engine.registry.remove('alice@example.com', { id: added.status === 'added' ? added.device.id : '' });
+  assert.is(removed.length, 1);
+  assert.is(s.engine.vouches.size, 0, 'the removal dropped the vouch');
+  const after = s.engine.decide(pop);
+  assert.is(after.action, 'reject');
+  assert.is(after.reason, 'no_device_proof');
+  const last = s.lines.filter((l) => l.event === 'decision').pop()!;
+  assert.not.ok(JSON.stringify(last).includes(removed[0]!.id), 'the decision still named the removed device');
+});
+
+test('a vouch whose device is gone no longer counts, even before the removal reached the vouches (revoked)', async () => {
+  const s = await setup('policy: { mode: enforce }\n');
+  const added = await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
+  if (added.status !== 'added') throw new Error('setup');
+  // A vouch recorded as if the removal's notice were lost: decide() checks the registry itself.
+  s.engine.vouches.add('alice@example.com', '203.0.113.5', { at: Date.parse('2026-11-28T12:00:00Z'), device: added.device.id, hash: 'f'.repeat(64) }, 600_000);
+  const d = s.engine.decide(imap({ protocol: 'pop3' }));
+  assert.is(d.action, 'reject');
+  assert.is(d.evidence.find((e) => e.kind === 'vouch')!.status, 'revoked');
+});
+
+test('learn: a successful login registers the device on disk, and the next one past the limit is refused', async () => {
+  const s = await setup('policy: { mode: learn, learn: { max_devices: 1 } }\n');
   const d = s.engine.decide(imap({ cid: CID, clientName: 'Thunderbird', clientOs: 'Linux' }));
   assert.is(d.reason, 'learning');
-  const out = s.engine.reportSuccess(imap({ cid: CID }), d);
-  assert.is(out.learned?.status, 'added');
-  const reopened = openRegistry(fileStore(s.rules.stateDir), { create: false });
+  s.engine.reportSuccess(imap({ cid: CID }), d);
+  await s.engine.idle();
+  const reopened = await openRegistry(fileStore(s.rules.stateDir), { create: false });
   const dev = reopened.findCid('alice@example.com', CID);
   assert.ok(dev);
   assert.is(dev!.source, 'learn');
@@ -55,16 +84,35 @@ test('learn: a successful login registers the device on disk, and the next one p
   assert.is(other.reason, 'unknown_device');
 });
 
-test('a refused or unproven login never vouches', () => {
-  const s = setup('policy: { mode: monitor }\n');
+test('learn: simultaneous logins with new devices admit at most max_devices; a failed login gives its slot back', async () => {
+  const s = await setup('policy: { mode: learn, learn: { max_devices: 1 } }\n');
+  const cid = (i: number) => ({ type: 'UUID', token: `concurrent-${i}` });
+  const decisions = [0, 1, 2, 3, 4].map((i) => s.engine.decide(imap({ cid: cid(i), remote: `203.0.113.${10 + i}` })));
+  assert.equal(decisions.map((d) => d.action), ['allow', 'reject', 'reject', 'reject', 'reject']);
+  assert.match(decisions[1]!.why, /already has 1 of at most 1 devices \(1 of them being learned by logins in progress\)/);
+  // The same device logging in again meanwhile is not a second device.
+  assert.is(s.engine.decide(imap({ cid: cid(0), remote: '203.0.113.99' })).reason, 'learning');
+  // The admitted login fails (wrong password): its slot is free again.
+  s.engine.reportFailure(imap({ cid: cid(0) }), { policyReject: false, decision: decisions[0]! });
+  const next = s.engine.decide(imap({ cid: cid(3) }));
+  assert.is(next.reason, 'learning');
+  s.engine.reportSuccess(imap({ cid: cid(3) }), next);
+  await s.engine.idle();
+  assert.is(s.engine.registry.deviceCount('alice@example.com'), 1);
+  assert.is(s.engine.decide(imap({ cid: cid(4) })).action, 'reject');
+});
+
+test('a refused or unproven login never vouches', async () => {
+  const s = await setup('policy: { mode: monitor }\n');
   const d = s.engine.decide(imap({ cid: CID }));
   assert.is(d.would_reject, true);
-  assert.equal(s.engine.reportSuccess(imap({ cid: CID }), d), { vouched: false });
+  s.engine.reportSuccess(imap({ cid: CID }), d);
+  await s.engine.idle();
   assert.is(s.engine.vouches.size, 0);
 });
 
-test('one JSON decision line per decision, with rule and evidence and no raw CID', () => {
-  const s = setup('policy: { mode: enforce }\n');
+test('one JSON decision line per decision, with rule and evidence and no raw CID', async () => {
+  const s = await setup('policy: { mode: enforce }\n');
   s.engine.decide(imap({ cid: CID }));
   const decisions = s.lines.filter((l) => l.event === 'decision');
   assert.is(decisions.length, 1);
@@ -76,8 +124,16 @@ test('one JSON decision line per decision, with rule and evidence and no raw CID
   assert.not.ok(JSON.stringify(s.lines).includes(CID.token));
 });
 
-test('setRules swaps the policy for the next decision', () => {
-  const s = setup('policy: { mode: enforce }\n');
+test('the sasl table rule is decide()\'s: only an enforced protocols.smtp: deny refuses', async () => {
+  const s = await setup('policy: { mode: enforce }\nusers:\n  no@example.com: { protocols: { smtp: deny } }\n  watch@example.com: { mode: monitor, protocols: { smtp: deny } }\n  say@example.com: { mode: learn, message: "ask the help desk", protocols: { smtp: deny } }\n');
+  assert.equal(s.engine.smtpDenied('no@example.com'), { text: 'Access denied' });
+  assert.equal(s.engine.smtpDenied('say@example.com'), { text: 'ask the help desk' });
+  assert.is(s.engine.smtpDenied('watch@example.com'), undefined);
+  assert.is(s.engine.smtpDenied('alice@example.com'), undefined, 'no device proof is not a deny');
+});
+
+test('setRules swaps the policy for the next decision', async () => {
+  const s = await setup('policy: { mode: enforce }\n');
   assert.is(s.engine.decide(imap()).action, 'reject');
   s.engine.setRules(rulesFrom('policy: { mode: off }\n'));
   assert.is(s.engine.decide(imap()).action, 'allow');

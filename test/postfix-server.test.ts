@@ -93,7 +93,10 @@ test('a certificate shown at EHLO is remembered for the address; a proven RCPT v
   try {
     const c = await client(s.port);
     await c.ask(BLOCKS[2]!);
-    assert.equal(s.engine.recentClientCertificate('127.0.0.1')[0], PUBKEY);
+    // The SMTP AUTH that follows, asked by Dovecot SASL (which sees no certificate), counts it.
+    const auth = s.engine.decide({ protocol: 'smtp', user: 'alice@example.com', remote: '127.0.0.1', tls: true, certFingerprints: [], stage: 'before_auth' });
+    assert.is(auth.reason, 'registered_device');
+    assert.is(auth.evidence.find((e) => e.kind === 'cert')!.status, 'registered');
     await c.ask(BLOCKS[3]!);
     const pop = s.engine.decide({ protocol: 'pop3', user: 'alice@example.com', remote: '127.0.0.1', tls: true, certFingerprints: [], stage: 'before_auth' });
     assert.is(pop.reason, 'vouched');
@@ -154,11 +157,11 @@ test('hundreds of persistent connections, each carrying several requests', async
   }
 });
 
-test('actions: allow is DUNNO (never OK), tempfail is DEFER_IF_PERMIT, replies end with a bare LF', () => {
+test('actions: allow is DUNNO (never OK), a refusal REJECT 5.7.1 on one line, replies end with a bare LF', () => {
   const base = { mode: 'enforce', would_reject: false, reason: 'no_device_proof', rule: 'r', layer: 'server', why: '', evidence: [], protocol: { name: 'smtp', rule: ['cert'], from: '' }, message: '' } as unknown as Decision;
   assert.is(policyAction({ ...base, action: 'allow' }), 'DUNNO');
   assert.is(policyAction({ ...base, action: 'reject' }), 'REJECT 5.7.1 Access denied');
-  assert.is(policyAction({ ...base, action: 'tempfail', message: 'later\r\nplease' }), 'DEFER_IF_PERMIT 4.7.1 later  please');
+  assert.is(policyAction({ ...base, action: 'reject', message: 'not\r\nhere' }), 'REJECT 5.7.1 not  here');
   assert.is(formatReply('DUNNO'), 'action=DUNNO\n\n');
   assert.not.ok(formatReply('DUNNO').includes('\r'));
 });

@@ -1,4 +1,5 @@
-import type { Cid } from './cid.js';
+import { createHash } from 'node:crypto';
+import { cidText, type Cid } from './cid.js';
 import { findNetwork } from './ip.js';
 import type { Registry } from './registry/registry.js';
 import type { AuthRequest } from './request.js';
@@ -7,7 +8,7 @@ import type { EvidenceKind, Mode, Protocol, ProtocolRule, Rules } from './rules/
 import type { VouchLookup } from './vouches.js';
 import { formatDuration } from './duration.js';
 
-export type Action = 'allow' | 'reject' | 'delay' | 'tempfail';
+export type Action = 'allow' | 'reject' | 'delay';
 
 export type Reason =
   | 'mode_off'
@@ -23,7 +24,7 @@ export type Reason =
   | 'limit';
 
 export type EvidenceStatus =
-  | 'registered' | 'unregistered' | 'ignored' | 'malformed' | 'matched' | 'unmatched' | 'valid' | 'expired' | 'absent';
+  | 'registered' | 'unregistered' | 'ignored' | 'malformed' | 'matched' | 'unmatched' | 'valid' | 'expired' | 'revoked' | 'absent';
 
 /** What was seen and what it counted for. Never holds a raw CID: only a device id or hash prefix. */
 export interface Evidence {
@@ -37,10 +38,14 @@ export interface Evidence {
   detail: string;
 }
 
-/** A device to register if the login that presented it succeeds (learn mode). */
+/**
+ * A device to register if the login that presented it succeeds (learn mode). `slot` names it
+ * among the user's devices being learned (its registry hash, or a hash of the CID while the
+ * registry has no secret yet): the engine reserves the slot until the login's outcome is known.
+ */
 export type LearnCandidate =
-  | { kind: 'cid'; cid: Cid; hashPrefix: string; label: string; maxDevices: number }
-  | { kind: 'cert'; fingerprint: string; label: string; maxDevices: number };
+  | { kind: 'cid'; cid: Cid; hashPrefix: string; slot: string; label: string; maxDevices: number }
+  | { kind: 'cert'; fingerprint: string; slot: string; label: string; maxDevices: number };
 
 export interface Decision {
   action: Action;
@@ -58,21 +63,31 @@ export interface Decision {
   protocol: { name: Protocol; rule: ProtocolRule; from: string };
   /** Text for a refused client; "" lets the server send its generic failure. */
   message: string;
-  /** The registered device that proved this login (for vouching). */
-  proven?: string;
+  /** The registered device that proved this login (it vouches for the address once the login succeeds). */
+  proven?: { id: string; hash: string };
   learn?: LearnCandidate;
-  /** An attack-defence limit that applies (enforced, or only noted in monitor mode). */
-  limit?: { rule: string; key: string; action: string; count: number };
+  /** An attack-defence limit that applies: enforced, or only noted (defences or the account in monitor mode). */
+  limit?: { rule: string; key: string; action: string; count: number; enforced: boolean };
 }
 
 export interface DecideContext {
   rules: Rules;
-  registry: Pick<Registry, 'settings' | 'findCid' | 'findCert' | 'deviceCount' | 'cidHash'>;
+  registry: Pick<Registry, 'settings' | 'findCid' | 'findCert' | 'deviceCount' | 'cidHash' | 'hasDevice'>;
   vouches: VouchLookup;
   now: number;
+  /**
+   * Devices of the user admitted by learn mode whose registration is still pending, other than
+   * `slot`: they count against max_devices, so concurrent logins cannot admit more than it allows.
+   */
+  learning?: (user: string, slot: string) => number;
 }
 
 type Outcome = { allow: true; reason: Reason; rule: string; why: string } | { allow: false; reason: Reason; rule: string; why: string };
+
+/** The registry hash when there is one; before the first registration made the secret, an in-memory stand-in. */
+function learnSlot(hash: string | null, cid: Cid): string {
+  return hash ?? `unkeyed:${createHash('sha256').update(cidText(cid)).digest('hex')}`;
+}
 
 function describeRule(rule: ProtocolRule): string {
   return typeof rule === 'string' ? rule : rule.length === 0 ? '[] (nothing)' : `[${rule.join(', ')}]`;
@@ -91,7 +106,7 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
   const protoFrom = eff.sources[`protocols.${proto}`]!.path;
   const accepted = (k: EvidenceKind) => typeof protoRule !== 'string' && protoRule.includes(k);
   const evidence: Evidence[] = [];
-  let proven: string | undefined;
+  let proven: { id: string; hash: string } | undefined;
   let learn: LearnCandidate | undefined;
 
   const finish = (o: Outcome): Decision => {
@@ -135,7 +150,7 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
   }
 
   // Gather every kind of evidence first so the explanation shows all of it, decided or not.
-  let registeredCid: string | undefined;
+  let registeredCid: { id: string; hash: string } | undefined;
   let unknownCid: Cid | undefined;
   if (req.cidProblem !== undefined) {
     evidence.push({ kind: 'cid', status: 'malformed', used: false, accepted: accepted('cid'), detail: `${req.cidProblem}; counted as no CID` });
@@ -146,7 +161,7 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
     } else {
       const dev = registry.findCid(req.user, req.cid);
       if (dev !== undefined) {
-        registeredCid = dev.id;
+        registeredCid = { id: dev.id, hash: dev.hash };
         evidence.push({ kind: 'cid', status: 'registered', used: false, accepted: accepted('cid'), device: dev.id, detail: `${req.cid.type} CID of registered device ${dev.id}${dev.label ? ` (${dev.label})` : ''}` });
       } else {
         unknownCid = req.cid;
@@ -157,12 +172,12 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
     evidence.push({ kind: 'cid', status: 'absent', used: false, accepted: true, detail: 'no CID was sent' });
   }
 
-  let registeredCert: string | undefined;
+  let registeredCert: { id: string; hash: string } | undefined;
   let unknownCert: string | undefined;
   if (req.certFingerprints.length > 0) {
     const dev = registry.findCert(req.user, req.certFingerprints);
     if (dev !== undefined) {
-      registeredCert = dev.id;
+      registeredCert = { id: dev.id, hash: dev.hash };
       evidence.push({ kind: 'cert', status: 'registered', used: false, accepted: accepted('cert'), device: dev.id, detail: `client certificate of registered device ${dev.id}${dev.label ? ` (${dev.label})` : ''}` });
     } else {
       unknownCert = req.certFingerprints[0];
@@ -192,6 +207,9 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
     const v = req.remote === null ? undefined : vouches.get(req.user, req.remote);
     if (v === undefined) {
       evidence.push({ kind: 'vouch', status: 'absent', used: false, accepted: true, detail: `no device proven for ${req.user} from ${req.remote ?? 'this address'} recently` });
+    } else if (!registry.hasDevice(req.user, v.hash)) {
+      // Removed since it was proven (by the CLI, the API, or another cidlock): it vouches no more.
+      evidence.push({ kind: 'vouch', status: 'revoked', used: false, accepted: true, detail: `the device that was proven from ${req.remote} is no longer registered` });
     } else if (now - v.at > eff.vouch_ttl) {
       evidence.push({ kind: 'vouch', status: 'expired', used: false, accepted: true, device: v.device, detail: `device ${v.device} was proven from ${req.remote} ${formatDuration(now - v.at)} ago, beyond vouch_ttl ${formatDuration(eff.vouch_ttl)}` });
     } else {
@@ -208,31 +226,33 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
   if (registeredCid !== undefined && accepted('cid')) {
     use('cid');
     proven = registeredCid;
-    return finish({ allow: true, reason: 'registered_device', rule: protoFrom, why: `registered device ${registeredCid} presented its CID; ${proto} accepts ${describeRule(protoRule)} (${protoFrom})` });
+    return finish({ allow: true, reason: 'registered_device', rule: protoFrom, why: `registered device ${registeredCid.id} presented its CID; ${proto} accepts ${describeRule(protoRule)} (${protoFrom})` });
   }
   if (registeredCert !== undefined && accepted('cert')) {
     use('cert');
     proven = registeredCert;
-    return finish({ allow: true, reason: 'registered_device', rule: protoFrom, why: `registered device ${registeredCert} presented its client certificate; ${proto} accepts ${describeRule(protoRule)} (${protoFrom})` });
+    return finish({ allow: true, reason: 'registered_device', rule: protoFrom, why: `registered device ${registeredCert.id} presented its client certificate; ${proto} accepts ${describeRule(protoRule)} (${protoFrom})` });
   }
 
   // An unregistered CID or certificate is an unknown device: vouches never cover it.
   const unknown = unknownCid !== undefined || unknownCert !== undefined;
   let learnNote = '';
   if (unknown && eff.mode === 'learn') {
-    const count = registry.deviceCount(req.user);
+    const slot = unknownCid !== undefined ? learnSlot(registry.cidHash(unknownCid), unknownCid) : unknownCert ?? '';
+    const count = registry.deviceCount(req.user) + (ctx.learning?.(req.user, slot) ?? 0);
     const label = [req.clientName, req.clientOs].filter((s) => s !== undefined && s !== '').join(' / ') || `learned from ${req.remote ?? 'unknown address'}`;
     const canCid = unknownCid !== undefined && req.tls && accepted('cid');
     const canCert = unknownCert !== undefined && accepted('cert');
     if (eff.learn.until !== null && now >= eff.learn.until) {
       learnNote = `; learning ended at ${new Date(eff.learn.until).toISOString()} (${eff.sources['learn.until']!.path})`;
     } else if (count >= eff.learn.max_devices) {
-      learnNote = `; ${req.user} already has ${count} of at most ${eff.learn.max_devices} devices (${eff.sources['learn.max_devices']!.path})`;
+      const pending = count - registry.deviceCount(req.user);
+      learnNote = `; ${req.user} already has ${count} of at most ${eff.learn.max_devices} devices${pending > 0 ? ` (${pending} of them being learned by logins in progress)` : ''} (${eff.sources['learn.max_devices']!.path})`;
     } else if (canCid) {
-      learn = { kind: 'cid', cid: unknownCid!, hashPrefix: registry.cidHash(unknownCid!)?.slice(0, 12) ?? '', label, maxDevices: eff.learn.max_devices };
+      learn = { kind: 'cid', cid: unknownCid!, hashPrefix: registry.cidHash(unknownCid!)?.slice(0, 12) ?? '', slot, label, maxDevices: eff.learn.max_devices };
       use('cid');
     } else if (canCert) {
-      learn = { kind: 'cert', fingerprint: unknownCert!, label, maxDevices: eff.learn.max_devices };
+      learn = { kind: 'cert', fingerprint: unknownCert!, slot, label, maxDevices: eff.learn.max_devices };
       use('cert');
     } else {
       learnNote = unknownCid !== undefined && !req.tls ? '; a CID is only learned over TLS' : `; ${proto} does not accept this kind of evidence (${protoFrom})`;

@@ -7,20 +7,17 @@ import { formatDuration } from './duration.js';
 import { decisionRecord } from './explain.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
-import type { Registry } from './registry/registry.js';
+import type { Registry, RegistryChange } from './registry/registry.js';
 import type { AuthRequest } from './request.js';
 import { effectivePolicy } from './rules/resolve.js';
 import type { LimitAction, Rules } from './rules/types.js';
 import { createVouchStore, type VouchStore } from './vouches.js';
 
-export interface SuccessOutcome {
-  vouched: boolean;
-  learned?: { device: string; status: 'added' | 'exists' | 'full' };
-}
-
 export interface FailureInfo {
   /** The failure was cidlock's own refusal, not a wrong password. */
   policyReject: boolean;
+  /** The decision cidlock gave this login before the password was checked, when known. */
+  decision?: Decision;
 }
 
 export interface AddressVerdict {
@@ -36,8 +33,9 @@ export interface EngineStats {
 }
 
 /**
- * The one owner of the daemon's mutable state: current rules, registry, vouches and attack
- * counters. Adapters call decide() and report*(); everything else stays inside.
+ * The one owner of the daemon's mutable state: current rules, registry, vouches, learn slots and
+ * attack counters. Adapters translate their protocol into an AuthRequest, call one of these and
+ * translate the Decision back; every rule lives here or in decide().
  */
 export interface Engine {
   readonly rules: Rules;
@@ -45,9 +43,20 @@ export interface Engine {
   readonly vouches: VouchStore;
   readonly defences: Defences;
   readonly stats: Readonly<EngineStats>;
-  decide(req: AuthRequest): Decision;
+  /**
+   * A login, before its password is checked (Dovecot's auth policy). `replaces`: an earlier
+   * decision of the same login, now superseded (Dovecot named another account after its passdb
+   * lookup); its learn slot is given back.
+   */
+  decide(req: AuthRequest, opts?: { replaces?: Decision }): Decision;
+  /**
+   * A mail transaction of an SMTP session that already authenticated (Postfix's policy service at
+   * MAIL or RCPT). Decided like a login; an allowed proven device vouches at once, a refusal counts
+   * as a failed attempt, since Postfix reports neither.
+   */
+  checkTransaction(req: AuthRequest): Decision;
   /** A login finished successfully: vouch for its address and register a learned device. */
-  reportSuccess(req: AuthRequest, decision?: Decision): SuccessOutcome;
+  reportSuccess(req: AuthRequest, decision?: Decision): void;
   /** A login failed: wrong password, unknown user, or refused by cidlock. Feeds the attack counters. */
   reportFailure(req: AuthRequest, info: FailureInfo): void;
   /**
@@ -55,11 +64,14 @@ export interface Engine {
    * Remembered briefly so the SASL login that follows on the same connection can count it.
    */
   noteClientCertificate(remote: string, fingerprints: readonly string[]): void;
-  recentClientCertificate(remote: string): readonly string[];
   /** Whether the attack defences currently refuse this client address (Postfix's client table). */
   addressVerdict(remote: string): AddressVerdict | undefined;
+  /** Whether the account's rules refuse SMTP outright (protocols: { smtp: deny }), for Postfix's sasl table. */
+  smtpDenied(user: string): { text: string } | undefined;
   /** Swaps in new rules between requests; the caller has validated them. */
   setRules(rules: Rules): void;
+  /** Resolves once the registrations learn mode started have been written (or failed). */
+  idle(): Promise<void>;
 }
 
 export interface EngineOptions {
@@ -74,11 +86,49 @@ export interface EngineOptions {
 
 /** Long enough to cover STARTTLS, EHLO and AUTH of one SMTP connection; short enough not to leak to the next. */
 export const CERT_MEMORY_MS = 30_000;
+/**
+ * How long a learn slot stays reserved without news of its login: as long as Dovecot's own
+ * longest wait for a login to finish, and the adapter's memory of a pending login.
+ */
+export const LEARN_SLOT_MS = 120_000;
+/** An SMTP login Dovecot SASL asked about, and the mail transactions Postfix then checks, are counted as one decision. */
+const SMTP_SESSION_MS = 10 * 60_000;
+const MAX_TRACKED = 100_000;
 
 const LATENCY_BUCKETS = [0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
 function describeAction(a: LimitAction): string {
   return a.action === 'delay' ? `delay ${a.seconds}s` : a.forMs > 0 ? `reject ${formatDuration(a.forMs)}` : 'reject';
+}
+
+/** Learn-mode devices admitted but not yet registered, per user: they count against max_devices. */
+function createLearnSlots(now: () => number) {
+  const users = new LRUCache<string, Map<string, number>>({ max: MAX_TRACKED });
+  return {
+    reserve(user: string, slot: string): void {
+      let m = users.get(user);
+      if (m === undefined) users.set(user, (m = new Map()));
+      m.set(slot, now() + LEARN_SLOT_MS);
+    },
+    release(user: string, slot: string): void {
+      const m = users.peek(user);
+      if (m === undefined) return;
+      m.delete(slot);
+      if (m.size === 0) users.delete(user);
+    },
+    /** Reserved slots of the user other than `except`. */
+    others(user: string, except: string): number {
+      const m = users.peek(user);
+      if (m === undefined) return 0;
+      const t = now();
+      let n = 0;
+      for (const [slot, until] of m) {
+        if (until <= t) m.delete(slot);
+        else if (slot !== except) n++;
+      }
+      return n;
+    },
+  };
 }
 
 export function createEngine(opts: EngineOptions): Engine {
@@ -88,46 +138,75 @@ export function createEngine(opts: EngineOptions): Engine {
   const vouches = opts.vouches ?? createVouchStore();
   const events = opts.events ?? { emit() {} };
   const stats: EngineStats = { decisions: 0, successes: 0, failures: 0, policyRejects: 0 };
-  const certsSeen = new LRUCache<string, { fps: readonly string[]; at: number }>({ max: 100_000 });
-  const alerted = new LRUCache<string, true>({ max: 100_000, ttl: rules.alerts.unknownDevice.windowMs });
+  const certsSeen = new LRUCache<string, { fps: readonly string[]; at: number }>({ max: MAX_TRACKED });
+  const alerted = new LRUCache<string, true>({ max: MAX_TRACKED, ttl: rules.alerts.unknownDevice.windowMs });
+  const smtpLogins = new LRUCache<string, true>({ max: MAX_TRACKED, ttl: SMTP_SESSION_MS });
+  const learnSlots = createLearnSlots(now);
+  const inFlight = new Set<Promise<void>>();
+  const slotOf = new WeakMap<Decision, { user: string; slot: string }>();
   const defences = createDefences({ limits: rules.limits, counters: rules.counters, alertWindowMs: rules.alerts.unknownDevice.windowMs });
 
   const m = opts.metrics;
-  const decisionsTotal = m?.counter('decisions_total', 'Login decisions', ['protocol', 'action', 'mode', 'reason']);
+  const decisionsTotal = m?.counter('decisions_total', 'Login decisions (an SMTP login and the mail transactions Postfix checks for it count once)', ['protocol', 'action', 'mode', 'reason']);
+  const transactionsTotal = m?.counter('smtp_transaction_checks_total', 'Mail transactions of an already decided SMTP login, checked again at MAIL or RCPT', ['action']);
   const decisionSeconds = m?.histogram('decision_seconds', 'Time to decide one login, in seconds', LATENCY_BUCKETS);
   const failuresTotal = m?.counter('login_failures_total', 'Failed logins reported by the mail servers', ['protocol', 'refused_by_cidlock']);
   const limitsTotal = m?.counter('limit_triggers_total', 'Attack-defence limits that became active', ['rule']);
   const alertsTotal = m?.counter('unknown_device_alerts_total', 'unknown_device alerts raised');
   const learnedTotal = m?.counter('devices_learned_total', 'Devices registered by learn mode', ['status']);
   const writeErrors = m?.counter('registry_write_errors_total', 'Registry writes that failed (disk full, read-only)');
+  const revokedTotal = m?.counter('vouches_revoked_total', 'Vouches dropped because the device that gave them was removed');
   if (m !== undefined) {
     m.gaugeFn('registry_users', 'Users in the device registry', () => registry.size().users);
     m.gaugeFn('registry_devices', 'Devices in the device registry', () => registry.size().devices);
-    m.gaugeFn('vouches', 'Active vouches (user and address)', () => vouches.size);
+    m.gaugeFn('vouches', 'Vouches in memory (user and address)', () => vouches.size);
     m.gaugeFn('counter_entries', 'Attack counter entries in memory', () => defences.sizes().counters);
     m.gaugeFn('counter_penalties', 'Active reject penalties', () => defences.sizes().penalties);
     m.gaugeFn('counter_evictions', 'Counter entries evicted by the size cap (monotonic)', () => defences.sizes().evictions);
   }
 
+  // A removed device stops vouching at once, whichever process removed it.
+  registry.onChange((change: RegistryChange) => {
+    const dropped = change.kind === 'removed'
+      ? vouches.dropDevices(change.user, change.hashes)
+      : vouches.prune((user, hash) => registry.hasDevice(user, hash));
+    if (dropped > 0) revokedTotal?.inc(undefined, dropped);
+  });
+
   const knownProven = (d: Decision) => d.reason === 'registered_device' || d.reason === 'vouched' || d.reason === 'learning';
 
-  /** Attack limits on top of the device decision; the user's mode governs them like everything else. */
-  const applyLimit = (req: AuthRequest, d: Decision, hit: LimitHit): void => {
-    d.limit = { rule: hit.rule.path, key: hit.rule.key, action: describeAction(hit.action), count: Math.round(hit.count) };
+  /**
+   * Attack limits on top of the device decision. Limits on the address and network follow the
+   * defences' own mode whatever the account (a dictionary run mostly names accounts that do not
+   * exist, or are not locked); limits on the user also follow the user's lock mode.
+   */
+  const applyLimits = (req: AuthRequest, d: Decision, t: number): void => {
+    const mode = rules.defences.mode;
+    if (mode === 'off' || rules.limits.length === 0) return;
+    const v = defences.verdict(req, knownProven(d), t);
+    const userMode = d.mode === 'off' ? 'off' : d.mode === 'monitor' || mode === 'monitor' ? 'monitor' : 'enforce';
+    const candidates: Array<{ hit: LimitHit; enforced: boolean }> = [];
+    if (v.address !== undefined) candidates.push({ hit: v.address, enforced: mode === 'enforce' });
+    if (v.user !== undefined && userMode !== 'off') candidates.push({ hit: v.user, enforced: userMode === 'enforce' });
+    if (candidates.length === 0) return;
+    const severity = (c: { hit: LimitHit; enforced: boolean }) => (c.enforced ? 2_000_000 : 0) + (c.hit.action.action === 'reject' ? 1_000_000 : c.hit.action.seconds);
+    const { hit, enforced } = candidates.reduce((a, c) => (severity(c) > severity(a) ? c : a));
+    d.limit = { rule: hit.rule.path, key: hit.rule.key, action: describeAction(hit.action), count: Math.round(hit.count), enforced };
     const what = hit.rule.key === 'user' ? req.user : hit.subject;
     const why = `${hit.rule.key} ${what} is over ${hit.rule.path}: ${Math.round(hit.count)} ${hit.rule.distinctUsers !== undefined ? 'user names tried' : 'failures'} within ${formatDuration(hit.rule.windowMs)}, then ${describeAction(hit.action)}`;
-    if (d.mode === 'monitor') {
-      if (hit.action.action === 'reject' && !d.would_reject) {
-        d.would_reject = true;
-        d.why = `${why} (monitor mode: not enforced)`;
+    if (!enforced) {
+      if (hit.action.action === 'reject' && d.action === 'allow' && !d.would_reject) {
+        Object.assign(d, { would_reject: true, reason: 'limit', rule: hit.rule.path, why: `${why} (defences in monitor mode: not enforced)` });
       }
       return;
     }
     if (hit.action.action === 'reject') {
       if (d.action === 'reject') return; // already refused by the device lock; keep that reason
-      Object.assign(d, { action: 'reject', reason: 'limit', rule: hit.rule.path, why, message: effectivePolicy(rules, req.user, registry.settings(req.user)).message });
+      Object.assign(d, { action: 'reject', would_reject: false, reason: 'limit', rule: hit.rule.path, why, message: effectivePolicy(rules, req.user, registry.settings(req.user)).message });
+      delete d.proven;
+      delete d.learn;
     } else if (d.action === 'allow') {
-      Object.assign(d, { action: 'delay', seconds: hit.action.seconds, reason: 'limit', rule: hit.rule.path, why });
+      Object.assign(d, { action: 'delay', seconds: hit.action.seconds, reason: d.would_reject ? d.reason : 'limit', rule: d.would_reject ? d.rule : hit.rule.path, why: d.would_reject ? `${d.why}; and ${why}` : why });
     }
   };
 
@@ -135,12 +214,10 @@ export function createEngine(opts: EngineOptions): Engine {
     const unknown = d.reason === 'unknown_device' && d.action === 'reject';
     const shown = d.evidence.find((e) => e.status === 'unregistered');
     const deviceType = shown === undefined ? undefined : shown.kind === 'cid' ? req.cid?.type : 'cert';
-    const count = defences.recordRefusal(req.user, {
-      at: new Date(t).toISOString(), protocol: req.protocol, remote: req.remote, reason: d.reason,
-      ...(shown?.device ? { device: shown.device } : {}), ...(deviceType ? { deviceType } : {}), ...(req.clientName ? { clientName: req.clientName } : {}),
-    }, unknown, t);
+    const extra = { ...(shown?.device ? { device: shown.device } : {}), ...(deviceType ? { device_type: deviceType } : {}), ...(req.clientName ? { client_name: req.clientName } : {}) };
+    const count = defences.recordRefusal(req.user, { at: new Date(t).toISOString(), protocol: req.protocol, remote: req.remote, reason: d.reason, refused: d.action !== 'allow', ...extra }, unknown, t);
     if (!unknown) return;
-    const base = { user: req.user, remote: req.remote, ...(shown?.device ? { device: shown.device } : {}), ...(deviceType ? { device_type: deviceType } : {}), ...(req.clientName ? { client_name: req.clientName } : {}) };
+    const base = { user: req.user, remote: req.remote, ...extra };
     events.emit({ event: 'unknown_device_refused', protocol: req.protocol, ...base });
     const alert = rules.alerts.unknownDevice;
     if (count >= alert.attempts && !alerted.has(req.user)) {
@@ -157,89 +234,142 @@ export function createEngine(opts: EngineOptions): Engine {
     logger.log(refused ? 'warn' : 'info', 'decision', decisionRecord(req, d));
   };
 
+  const releaseSlot = (d: Decision | undefined): void => {
+    const s = d === undefined ? undefined : slotOf.get(d);
+    if (s !== undefined) learnSlots.release(s.user, s.slot);
+  };
+
+  /** Everything a decision goes through, login or transaction; `counted` says whether it is a new login for the metrics. */
+  const run = (req: AuthRequest, counted: boolean): Decision => {
+    const start = performance.now();
+    const t = now();
+    const d = decide(req, { rules, registry, vouches, now: t, learning: learnSlots.others });
+    applyLimits(req, d, t);
+    if (d.learn !== undefined) {
+      learnSlots.reserve(req.user, d.learn.slot);
+      slotOf.set(d, { user: req.user, slot: d.learn.slot });
+    }
+    stats.decisions++;
+    if (d.action !== 'allow' || d.would_reject) noteRefusal(req, d, t);
+    log(req, d);
+    const action = d.action === 'allow' && d.would_reject ? 'would_reject' : d.action;
+    if (counted) decisionsTotal?.inc({ protocol: d.protocol.name, action, mode: d.mode, reason: d.reason });
+    else transactionsTotal?.inc({ action });
+    decisionSeconds?.observe((performance.now() - start) / 1000);
+    return d;
+  };
+
+  const reportSuccess = (req: AuthRequest, decision?: Decision): void => {
+    const d = decision ?? decide(req, { rules, registry, vouches, now: now(), learning: learnSlots.others });
+    stats.successes++;
+    const vouch = (device: { id: string; hash: string }) => {
+      if (req.remote === null) return;
+      const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
+      vouches.add(req.user, req.remote, { at: now(), device: device.id, hash: device.hash }, ttl);
+    };
+    if (d.proven !== undefined) vouch(d.proven);
+    const learn = d.learn;
+    if (learn === undefined) return;
+    const input = learn.kind === 'cid'
+      ? { kind: 'cid' as const, cid: learn.cid, label: learn.label }
+      : { kind: 'cert' as const, fingerprint: learn.fingerprint, label: learn.label };
+    // Written in the background: the login already succeeded, and the slot stays reserved until
+    // the registration is durable, so concurrent logins still count it.
+    const p: Promise<void> = Promise.resolve()
+      .then(() => registry.add(req.user, input, 'learn', { maxDevices: learn.maxDevices, now: new Date(now()) }))
+      .then((r) => {
+        const id = r.status === 'full' ? (learn.kind === 'cid' ? learn.hashPrefix : learn.fingerprint.slice(0, 12)) : r.device.id;
+        learnedTotal?.inc({ status: r.status });
+        if (r.status === 'added') {
+          events.emit({ event: 'device_registered', user: req.user, device: id, kind: r.device.kind, type: r.device.type, source: 'learn', label: r.device.label, remote: req.remote });
+        } else if (r.status === 'full') {
+          logger.log('warn', 'device_learn_refused', { user: req.user, device: id, note: 'max_devices reached meanwhile (another host or the CLI registered a device)' });
+        }
+        if (r.status !== 'full') vouch({ id: r.device.id, hash: r.device.hash });
+      })
+      .catch((err: unknown) => {
+        // Only the registration is lost; decisions go on from memory.
+        writeErrors?.inc();
+        logger.log('error', 'registry_write_failed', { user: req.user, error: (err as Error).message });
+      })
+      .finally(() => {
+        releaseSlot(d);
+        inFlight.delete(p);
+      });
+    inFlight.add(p);
+  };
+
+  const reportFailure = (req: AuthRequest, info: FailureInfo): void => {
+    stats.failures++;
+    if (info.policyReject) stats.policyRejects++;
+    releaseSlot(info.decision);
+    failuresTotal?.inc({ protocol: req.protocol, refused_by_cidlock: info.policyReject ? 'yes' : 'no' });
+    if (rules.limits.length === 0 || rules.defences.mode === 'off') return;
+    const hits = defences.recordFailure({ user: req.user, remote: req.remote, ...(req.guessTag ? { pwhash: req.guessTag } : {}) }, now());
+    for (const h of hits) {
+      limitsTotal?.inc({ rule: h.rule.path });
+      events.emit({ event: 'limit_triggered', rule: h.rule.path, key: h.rule.key, subject: h.subject, count: Math.round(h.count), then: describeAction(h.action) });
+    }
+  };
+
+  const recentCertificate = (remote: string): readonly string[] => {
+    const seen = certsSeen.get(remote);
+    return seen !== undefined && now() - seen.at <= CERT_MEMORY_MS ? seen.fps : [];
+  };
+
   return {
     get rules() { return rules; },
     registry,
     vouches,
     defences,
     stats,
-    decide(req) {
-      const start = performance.now();
-      const t = now();
-      const d = decide(req, { rules, registry, vouches, now: t });
-      if (d.mode !== 'off' && rules.limits.length > 0) {
-        const hit = defences.verdict(req, knownProven(d), t);
-        if (hit !== undefined) applyLimit(req, d, hit);
+    decide(req, o) {
+      if (o?.replaces !== undefined) releaseSlot(o.replaces);
+      // SMTP AUTH through Dovecot SASL carries no certificate; Postfix saw it at EHLO.
+      if ((req.protocol === 'smtp' || req.protocol === 'submission') && req.remote !== null && req.certFingerprints.length === 0) {
+        const fps = recentCertificate(req.remote);
+        if (fps.length > 0) req = { ...req, certFingerprints: fps };
       }
-      stats.decisions++;
-      if (d.action !== 'allow' || d.would_reject) noteRefusal(req, d, t);
-      log(req, d);
-      decisionsTotal?.inc({ protocol: d.protocol.name, action: d.would_reject ? 'would_reject' : d.action, mode: d.mode, reason: d.reason });
-      decisionSeconds?.observe((performance.now() - start) / 1000);
+      const d = run(req, true);
+      if (req.protocol === 'smtp' && req.remote !== null) smtpLogins.set(`${req.user}\0${req.remote}`, true);
       return d;
     },
-    reportSuccess(req, decision) {
-      const d = decision ?? decide(req, { rules, registry, vouches, now: now() });
-      stats.successes++;
-      const out: SuccessOutcome = { vouched: false };
-      let device = d.proven;
-      if (d.learn !== undefined) {
-        const input = d.learn.kind === 'cid'
-          ? { kind: 'cid' as const, cid: d.learn.cid, label: d.learn.label }
-          : { kind: 'cert' as const, fingerprint: d.learn.fingerprint, label: d.learn.label };
-        let r;
-        try {
-          r = registry.add(req.user, input, 'learn', { maxDevices: d.learn.maxDevices, now: new Date(now()) });
-        } catch (err) {
-          // The login already succeeded; only the registration is lost. Decisions go on from memory.
-          writeErrors?.inc();
-          logger.log('error', 'registry_write_failed', { user: req.user, error: (err as Error).message });
-          return out;
-        }
-        const id = r.status === 'full' ? (d.learn.kind === 'cid' ? d.learn.hashPrefix : d.learn.fingerprint.slice(0, 12)) : r.device.id;
-        out.learned = { device: id, status: r.status };
-        learnedTotal?.inc({ status: r.status });
-        if (r.status === 'added') {
-          events.emit({ event: 'device_registered', user: req.user, device: id, kind: r.device.kind, type: r.device.type, source: 'learn', label: r.device.label, remote: req.remote });
-        } else if (r.status === 'full') {
-          logger.log('warn', 'device_learn_refused', { user: req.user, device: id, note: 'max_devices reached meanwhile' });
-        }
-        if (r.status !== 'full') device = r.device.id;
-      }
-      if (device !== undefined && req.remote !== null) {
-        const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
-        vouches.add(req.user, req.remote, { at: now(), device }, ttl);
-        out.vouched = ttl > 0;
-      }
-      return out;
+    checkTransaction(req) {
+      // Postfix asks again at every MAIL and RCPT of a session whose AUTH Dovecot may already have
+      // asked about: a new login for the metrics only the first time.
+      const key = `${req.user}\0${req.remote ?? ''}`;
+      const seen = smtpLogins.has(key);
+      if (!seen) smtpLogins.set(key, true);
+      const d = run(req, !seen);
+      // SASL already succeeded: a proven or learned device vouches now, a refusal is a failed attempt.
+      if (d.action === 'allow' && !d.would_reject && (d.proven !== undefined || d.learn !== undefined)) reportSuccess(req, d);
+      else if (d.action === 'reject') reportFailure(req, { policyReject: true, decision: d });
+      else releaseSlot(d);
+      return d;
     },
-    reportFailure(req, info) {
-      stats.failures++;
-      if (info.policyReject) stats.policyRejects++;
-      failuresTotal?.inc({ protocol: req.protocol, refused_by_cidlock: info.policyReject ? 'yes' : 'no' });
-      if (rules.limits.length === 0) return;
-      const hits = defences.recordFailure({ user: req.user, remote: req.remote, ...(req.guessTag ? { pwhash: req.guessTag } : {}) }, now());
-      for (const h of hits) {
-        limitsTotal?.inc({ rule: h.rule.path });
-        events.emit({ event: 'limit_triggered', rule: h.rule.path, key: h.rule.key, subject: h.subject, count: Math.round(h.count), then: describeAction(h.action) });
-      }
-    },
+    reportSuccess,
+    reportFailure,
     noteClientCertificate(remote, fps) {
       if (fps.length > 0) certsSeen.set(remote, { fps, at: now() });
     },
-    recentClientCertificate(remote) {
-      const seen = certsSeen.get(remote);
-      return seen !== undefined && now() - seen.at <= CERT_MEMORY_MS ? seen.fps : [];
-    },
     addressVerdict(remote) {
+      if (rules.defences.mode !== 'enforce') return undefined;
       const hit = defences.addressVerdict(remote, now());
       if (hit === undefined) return undefined;
       const text = `too many failed logins from ${hit.subject}`;
       return hit.action.action === 'reject' ? { action: 'reject', text } : { action: 'defer', text };
     },
+    smtpDenied(user) {
+      // decide() holds the mode rule: only an enforced protocols.smtp: deny refuses here.
+      const d = decide({ protocol: 'smtp', user, remote: null, tls: true, certFingerprints: [], stage: 'sasl_table' }, { rules, registry, vouches, now: now() });
+      return d.reason === 'protocol_deny' && d.action === 'reject' ? { text: d.message || 'Access denied' } : undefined;
+    },
     setRules(next) {
       rules = next;
       defences.setRules(next.limits, next.counters, next.alerts.unknownDevice.windowMs);
+    },
+    async idle() {
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     },
   };
 }

@@ -20,6 +20,8 @@ export function decisionRecord(req: AuthRequest, d: Decision): Record<string, un
     evidence: d.evidence.map(({ kind, status, used, accepted, device, detail }) => ({ kind, status, used, accepted, ...(device ? { device } : {}), detail })),
   };
   if (d.seconds !== undefined) rec.seconds = d.seconds;
+  if (req.mailbox !== undefined) rec.mailbox = req.mailbox;
+  if (req.loginName !== undefined) rec.login_name = req.loginName;
   if (req.sessionId) rec.session = req.sessionId;
   if (req.via) rec.via = req.via;
   if (req.clientName !== undefined) rec.client_name = req.clientName;

@@ -7,8 +7,16 @@ import type { Cid } from './cid.js';
 export interface AuthRequest {
   /** imap, pop3, submission, smtp, sieve, ... (lowercase). */
   protocol: string;
-  /** Login name, lowercased. */
+  /**
+   * The account whose credentials are presented, as the mail server names it after its own
+   * translations (lowercased ASCII; a name without a domain has accounts.default_domain added).
+   * For a master-user login, the master user.
+   */
   user: string;
+  /** The mailbox a master user logs into, when it is not `user`. */
+  mailbox?: string;
+  /** The name exactly as the client typed it, when the server turned it into another account name. */
+  loginName?: string;
   /** Normalised client address, or null when the server did not give a valid one. */
   remote: string | null;
   /** The client's channel is encrypted (TLS to the mail server). */

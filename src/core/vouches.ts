@@ -2,7 +2,8 @@ import { LRUCache } from 'lru-cache';
 
 export interface Vouch {
   at: number; // epoch ms when a device was proven
-  device: string; // device id that vouches
+  device: string; // short device id, for explanations
+  hash: string; // the device's full registry hash: a vouch lasts only as long as the device
 }
 
 export interface VouchLookup {
@@ -11,23 +12,71 @@ export interface VouchLookup {
 
 export interface VouchStore extends VouchLookup {
   add(user: string, remote: string, vouch: Vouch, ttlMs: number): void;
+  /** Drops every vouch these devices of the user gave: a removed device stops vouching at once. */
+  dropDevices(user: string, hashes: readonly string[]): number;
+  /** Keeps only the vouches whose device `exists` still: after the registry was re-read whole. */
+  prune(exists: (user: string, hash: string) => boolean): number;
   readonly size: number;
 }
 
+/** Addresses remembered per user: a phone moving between networks, a laptop at home and at work. */
+const MAX_ADDRESSES_PER_USER = 32;
+
+type Entry = Vouch & { until: number };
+
 /**
- * Recent proofs of a device, per (user, client address). Bounded: an attacker cycling through
- * addresses can only push out old vouches, never grow memory.
+ * Recent proofs of a device, per user and client address. Bounded: at most `maxUsers` users (least
+ * recently used go first) with at most 32 addresses each, so an attacker cycling through
+ * addresses can only push out old vouches, never grow memory. Kept per user so that removing a
+ * device finds its vouches without scanning everyone's.
  */
-export function createVouchStore(maxEntries = 200_000): VouchStore {
-  const cache = new LRUCache<string, Vouch>({ max: maxEntries });
-  const key = (user: string, remote: string) => `${user}\0${remote}`;
+export function createVouchStore(maxUsers = 100_000): VouchStore {
+  let size = 0;
+  const users = new LRUCache<string, Map<string, Entry>>({ max: maxUsers, dispose: (m) => { size -= m.size; } });
   return {
-    get: (user, remote) => cache.get(key(user, remote)),
+    // Returned even when old: decide() judges the age against the vouch_ttl in force, and says "expired".
+    get: (user, remote) => users.get(user)?.get(remote),
     add(user, remote, vouch, ttlMs) {
-      if (ttlMs > 0) cache.set(key(user, remote), vouch, { ttl: ttlMs });
+      if (ttlMs <= 0) return;
+      let m = users.get(user);
+      if (m === undefined) users.set(user, (m = new Map()));
+      if (!m.delete(remote)) size++;
+      m.set(remote, { ...vouch, until: vouch.at + ttlMs });
+      // Long-expired entries of this user go when it vouches again, the oldest beyond the cap too.
+      for (const [r, v] of m) {
+        if (m.size <= MAX_ADDRESSES_PER_USER && v.until + ttlMs > vouch.at) break;
+        m.delete(r);
+        size--;
+      }
+    },
+    dropDevices(user, hashes) {
+      const m = users.peek(user);
+      if (m === undefined) return 0;
+      let dropped = 0;
+      for (const [remote, v] of m) {
+        if (hashes.includes(v.hash)) {
+          m.delete(remote);
+          dropped++;
+        }
+      }
+      size -= dropped;
+      return dropped;
+    },
+    prune(exists) {
+      let dropped = 0;
+      for (const [user, m] of users.entries()) {
+        for (const [remote, v] of m) {
+          if (!exists(user, v.hash)) {
+            m.delete(remote);
+            dropped++;
+          }
+        }
+      }
+      size -= dropped;
+      return dropped;
     },
     get size() {
-      return cache.size;
+      return size;
     },
   };
 }

@@ -219,6 +219,8 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
         // Postfix and Dovecot keep connections open for minutes; a stop must not wait for them.
         for (const sock of sockets.get(srv) ?? []) sock.destroy();
       })));
+      // Registrations learn mode started are written before the process goes.
+      await engine.idle();
       await outputs.close();
     },
   };

@@ -1,7 +1,5 @@
 import type { Decision } from '../core/decide.js';
-
-/** Dovecot waits at most 150 s for an auth request; a tarpit must stay well inside that. */
-export const MAX_DELAY_SECONDS = 30;
+import { clampDelaySeconds } from '../core/delay.js';
 
 export interface PolicyAnswer {
   status: number;
@@ -18,10 +16,8 @@ export function answerFor(d: Decision): PolicyAnswer {
     case 'allow':
       return { status: 0 };
     case 'delay':
-      return { status: Math.max(1, Math.min(MAX_DELAY_SECONDS, Math.round(d.seconds ?? 1))) };
-    // Dovecot has no "try again later": a temporary failure is a refusal for this attempt.
+      return { status: clampDelaySeconds(d.seconds) };
     case 'reject':
-    case 'tempfail':
       return { status: -1, msg: d.message };
   }
 }

@@ -2,13 +2,21 @@ import type { ListenAddress, Rules } from '../core/rules/types.js';
 
 export type DovecotVersion = '2.3' | '2.4';
 
-/** The attributes cidlock reads, as Dovecot 2.3 names its variables. */
+/**
+ * The attributes cidlock reads, as Dovecot 2.3 names its variables. `user` is the account as
+ * Dovecot names it, after auth_username_format, auth_default_realm and (in the after-auth call)
+ * the passdb's own name for it; `login_user` and `master_user` tell a master-user login;
+ * `orig_user` is what the client typed, which stays the same across the calls of one login.
+ */
 export const REQUEST_ATTRIBUTES_23 =
-  'login=%{requested_username} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session} attrs/secured=%{secured} attrs/real_rip=%{real_rip} attrs/mech=%{mech} attrs/cert=%{cert}';
+  'user=%{user} login_user=%{login_user} master_user=%{master_user} orig_user=%{orig_user} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session} secured=%{secured}';
 
-// 2.4 renamed variables and made the attributes a block; flat keys avoid relying on "/" in block keys.
+// 2.4 renamed variables and made the attributes a block.
 const REQUEST_ATTRIBUTES_24: ReadonlyArray<[string, string]> = [
-  ['login', '%{requested_username}'],
+  ['user', '%{user}'],
+  ['login_user', '%{login_user}'],
+  ['master_user', '%{master_user}'],
+  ['orig_user', '%{original_user}'],
   ['pwhash', '%{hashed_password}'],
   ['remote', '%{remote_ip}'],
   ['device_id', '%{client_id}'],
@@ -16,9 +24,6 @@ const REQUEST_ATTRIBUTES_24: ReadonlyArray<[string, string]> = [
   ['session_id', '%{session}'],
   ['fail_type', '%{fail_type}'],
   ['secured', '%{secured}'],
-  ['real_rip', '%{real_remote_ip}'],
-  ['mech', '%{mechanism}'],
-  ['cert', '%{cert}'],
 ];
 
 export function policyUrl(addr: ListenAddress | null): string {

@@ -2,18 +2,25 @@ import type { Decision } from '../core/decide.js';
 import type { DovecotBody } from './translate.js';
 
 /**
- * One login's before-auth decision, kept until its after-auth call or its report. Nothing in
- * Dovecot's body tells the two allow calls apart, so the pair is recognised by identical fields.
+ * One login's decision, kept from its before-auth call to its after-auth call and its report.
+ * Nothing in Dovecot's body tells the two allow calls apart, so they are paired by the fields
+ * that stay the same across them; the account is not among them, since Dovecot's passdb may name
+ * another one after the password check.
  */
 export interface Pending {
   decision: Decision;
+  /** The account the decision was made for. */
+  account: string;
   afterAuthSeen: boolean;
 }
 
 const field = (v: unknown) => (typeof v === 'string' ? v : '');
 
 export function loginKey(b: DovecotBody): string {
-  return [b.login, b.protocol, b.remote, b.session_id, b.device_id, (b as { pwhash?: unknown }).pwhash].map(field).join('\0');
+  // orig_user is what the client typed: the same in all three calls. Configurations without it
+  // pair by requested_username, which a passdb that renames the account changes (a fresh decision).
+  const typed = field(b.orig_user) || field(b.login);
+  return `${field(b.protocol)}\0${field(b.remote)}\0${field(b.session_id)}\0${typed}\0${field(b.device_id)}`;
 }
 
 export interface PendingLogins {

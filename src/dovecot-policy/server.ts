@@ -57,38 +57,37 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
     } catch {
       return bad(req, res, 400, 'body is not valid JSON');
     }
-    const t = translateDovecot(body, { idFields: engine.rules.dovecot.idFields, stage: command === 'allow' ? 'before_auth' : 'report' });
+    const t = translateDovecot(body, { idFields: engine.rules.dovecot.idFields, defaultDomain: engine.rules.accounts.defaultDomain, stage: command === 'allow' ? 'before_auth' : 'report' });
     if (!t.ok) return bad(req, res, 400, t.error);
     const b = body as DovecotBody;
     const key = loginKey(b);
-    // SMTP AUTH through Dovecot SASL carries no certificate; Postfix saw it at EHLO (policy service).
-    if ((t.request.protocol === 'smtp' || t.request.protocol === 'submission') && t.request.remote !== null && t.request.certFingerprints.length === 0) {
-      const fps = engine.recentClientCertificate(t.request.remote);
-      if (fps.length > 0) t.request.certFingerprints = fps;
-    }
+    const p = pending.get(key);
 
     if (command === 'report') {
       // Answer first: Dovecot never reads it, and the report must not hold the connection.
       send(res, 200, {});
-      const p = pending.get(key);
       pending.delete(key);
       const outcome = reportOutcome(b);
-      if (outcome.success) {
-        engine.reportSuccess({ ...t.request, stage: 'report' }, p?.decision);
-      } else {
-        engine.reportFailure(t.request, { policyReject: outcome.policyReject });
-      }
+      // A decision made for another account (the passdb renamed it, and no after-auth call came) says nothing about this one.
+      const decision = p !== undefined && p.account === t.request.user ? p.decision : undefined;
+      if (outcome.success) engine.reportSuccess(t.request, decision);
+      else engine.reportFailure(t.request, { policyReject: outcome.policyReject, ...(p !== undefined ? { decision: p.decision } : {}) });
       return;
     }
 
-    const p = pending.get(key);
     if (p !== undefined && !p.afterAuthSeen) {
-      // The after-auth call of a login already decided before auth: same answer, counted once.
+      // The after-auth call of a login decided before auth: the same answer, counted once, unless
+      // the passdb named another account than the one decided on. Then the lock of the account
+      // actually logged into decides, after the password check, with the same reply as a wrong one.
       p.afterAuthSeen = true;
+      if (p.account !== t.request.user) {
+        p.decision = engine.decide({ ...t.request, stage: 'after_auth' }, { replaces: p.decision });
+        p.account = t.request.user;
+      }
       return send(res, 200, answerFor(p.decision));
     }
     const decision = engine.decide(t.request);
-    pending.set(key, { decision, afterAuthSeen: false });
+    pending.set(key, { decision, account: t.request.user, afterAuthSeen: false });
     send(res, 200, answerFor(decision));
   };
 

@@ -1,5 +1,6 @@
 import { parseCid } from '../core/cid.js';
 import { normalizeIp } from '../core/ip.js';
+import { accountName, lowerAscii, MAX_LOGIN_LENGTH } from '../core/login-name.js';
 import type { AuthRequest } from '../core/request.js';
 import { idField, parseClientId } from './client-id.js';
 
@@ -7,6 +8,15 @@ export type DovecotCommand = 'allow' | 'report';
 
 /** The fields cidlock reads from a Dovecot auth_policy body (names from the recommended request_attributes). */
 export interface DovecotBody {
+  /** %{user}: the account as Dovecot names it; after the passdb lookup, the passdb's own name for it. */
+  user?: unknown;
+  /** %{login_user}: the mailbox a master user asks for, before its password is checked. */
+  login_user?: unknown;
+  /** %{master_user}: the master user who logged in, once its password was checked. */
+  master_user?: unknown;
+  /** %{orig_user} (2.4: %{original_user}): the name exactly as the client typed it. */
+  orig_user?: unknown;
+  /** %{requested_username}: earlier configurations' only name (the mailbox, for a master login). */
   login?: unknown;
   remote?: unknown;
   protocol?: unknown;
@@ -45,13 +55,33 @@ const text = (v: unknown): string => (typeof v === 'string' ? v : '');
  * Translates one Dovecot body into the core request. Pure: the HTTP server and `cidlock test
  * --dovecot-json` share it, so the offline explanation is the daemon's own.
  */
-export function translateDovecot(body: unknown, opts: { idFields: readonly string[]; stage: string }): Translated {
+/**
+ * Whose credentials a login presents, and which mailbox it opens. A master user's login is
+ * decided for the master user: its password is the one presented, so its devices are the ones
+ * that count; the mailbox it opens is logged beside it.
+ */
+export function dovecotAccount(b: DovecotBody, defaultDomain: string): { account: string; mailbox?: string } | null {
+  const user = text(b.user);
+  const master = text(b.master_user);
+  const asked = text(b.login_user);
+  const pick = (account: string, mailbox: string) => {
+    const a = accountName(account, defaultDomain);
+    const mb = accountName(mailbox, defaultDomain);
+    return mb !== '' && mb !== a ? { account: a, mailbox: mb } : { account: a };
+  };
+  if (master !== '') return pick(master, user); // after the master user's password was checked
+  if (asked !== '' && user !== '') return pick(user, asked); // before: %{user} is the master user
+  const name = user !== '' ? user : text(b.login);
+  return name === '' ? null : pick(name, '');
+}
+
+export function translateDovecot(body: unknown, opts: { idFields: readonly string[]; stage: string; defaultDomain?: string }): Translated {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return { ok: false, error: 'body is not a JSON object' };
   const b = body as DovecotBody;
-  const login = text(b.login).toLowerCase();
-  if (login === '') return { ok: false, error: 'no login in the request (is login=%{requested_username} in auth_policy_request_attributes?)' };
+  const who = dovecotAccount(b, opts.defaultDomain ?? '');
+  if (who === null) return { ok: false, error: 'no user in the request (is user=%{user} in auth_policy_request_attributes? "cidlock config dovecot" prints them)' };
   const attrs = typeof b.attrs === 'object' && b.attrs !== null ? (b.attrs as Record<string, unknown>) : {};
-  // attrs/secured in 2.3 configurations; a flat `secured` where nested keys are avoided (2.4).
+  // A flat `secured` (what "cidlock config dovecot" prints); attrs/secured in earlier configurations.
   const secured = text(attrs.secured) || text(b.secured);
   const protocol = text(b.protocol).toLowerCase() || 'other';
   // Dovecot's own `tls` is true only for real TLS; Postfix SASL sessions arrive with tls:false and
@@ -59,12 +89,15 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
   const tls = b.tls === true || b.tls === 'TLS' || secured === 'TLS' || (protocol === 'smtp' && secured === 'secured');
   const req: AuthRequest = {
     protocol,
-    user: login,
+    user: who.account,
     remote: normalizeIp(text(b.remote)),
     tls,
     certFingerprints: [],
     stage: opts.stage,
   };
+  if (who.mailbox !== undefined) req.mailbox = who.mailbox;
+  const typed = text(b.orig_user);
+  if (typed !== '' && lowerAscii(typed) !== who.account) req.loginName = typed.slice(0, MAX_LOGIN_LENGTH);
   const sessionId = text(b.session_id);
   if (sessionId !== '') req.sessionId = sessionId;
   const pwhash = text(b.pwhash);

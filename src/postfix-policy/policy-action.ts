@@ -2,15 +2,12 @@ import type { Decision } from '../core/decide.js';
 
 /** The Postfix action for a decision. Never OK (later restrictions must still apply), never empty. */
 export function policyAction(d: Decision): string {
-  const text = (d.message || 'Access denied').replace(/[\r\n]/g, ' ');
   switch (d.action) {
     case 'allow':
     case 'delay': // the tarpit is the delayed reply itself
       return 'DUNNO';
     case 'reject':
-      return `REJECT 5.7.1 ${text}`;
-    case 'tempfail':
-      return `DEFER_IF_PERMIT 4.7.1 ${text}`;
+      return `REJECT 5.7.1 ${(d.message || 'Access denied').replace(/[\r\n]/g, ' ')}`;
   }
 }
 

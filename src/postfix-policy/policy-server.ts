@@ -3,6 +3,7 @@ import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { capConnections } from '../net/connection-cap.js';
 import { DEFAULT_LIMITS, parseAttributeBlock, type AttributeLimits } from './attributes.js';
+import { clampDelaySeconds } from '../core/delay.js';
 import { formatReply, policyAction } from './policy-action.js';
 import { translatePostfix } from './translate.js';
 
@@ -11,13 +12,11 @@ export interface PolicyLimits extends AttributeLimits {
   /** Longer than Postfix's max_idle (300 s), so smtpd closes its idle connections first. */
   idleMs: number;
   maxConnections: number;
-  /** Upper bound for a tarpit reply: well below smtpd_policy_service_timeout (100 s). */
-  maxDelayMs: number;
   /** Postfix writes a request at once; one still incomplete after this is a slow client, not Postfix. */
   requestTimeoutMs: number;
 }
 
-export const POLICY_LIMITS: PolicyLimits = { ...DEFAULT_LIMITS, maxRequestBytes: 64 * 1024, idleMs: 330_000, maxConnections: 2048, maxDelayMs: 30_000, requestTimeoutMs: 10_000 };
+export const POLICY_LIMITS: PolicyLimits = { ...DEFAULT_LIMITS, maxRequestBytes: 64 * 1024, idleMs: 330_000, maxConnections: 2048, requestTimeoutMs: 10_000 };
 
 const TERMINATOR = Buffer.from('\n\n');
 
@@ -35,7 +34,7 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
     const parsed = parseAttributeBlock(block, limits);
     if (!parsed.ok) return { error: parsed.error };
     if (parsed.attrs.get('request') !== 'smtpd_access_policy') return { error: 'request is not smtpd_access_policy' };
-    const t = translatePostfix(parsed.attrs);
+    const t = translatePostfix(parsed.attrs, engine.rules.accounts.defaultDomain);
     if (t.kind === 'skip') {
       // Not authenticated (yet): remember a client certificate shown at EHLO for the SASL login to come.
       const remote = t.remote;
@@ -43,12 +42,8 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
       return { reply: formatReply('DUNNO'), delayMs: 0 };
     }
     t.request.via = `postfix#${conn}`;
-    const d = engine.decide(t.request);
-    // SASL already succeeded when Postfix asks at MAIL/RCPT: a proven or learned device vouches now.
-    if (d.action === 'allow' && !d.would_reject && (d.proven !== undefined || d.learn !== undefined)) engine.reportSuccess(t.request, d);
-    // Postfix has no report: a refusal here is the failed attempt the attack counters see.
-    if (d.action === 'reject') engine.reportFailure(t.request, { policyReject: true });
-    const delayMs = d.action === 'delay' ? Math.min(limits.maxDelayMs, (d.seconds ?? 0) * 1000) : 0;
+    const d = engine.checkTransaction(t.request);
+    const delayMs = d.action === 'delay' ? clampDelaySeconds(d.seconds) * 1000 : 0;
     return { reply: formatReply(policyAction(d)), delayMs };
   };
 

@@ -42,9 +42,15 @@ export function createSocketmapServer(opts: { engine: Engine; logger: Logger; li
         cap.served(sock);
         const text = r.value.toString('utf8');
         const space = text.indexOf(' ');
-        const reply = space <= 0
-          ? 'PERM expected "<table> <key>"'
-          : lookupTable(engine, text.slice(0, space), text.slice(space + 1));
+        let reply: string;
+        try {
+          reply = space <= 0 ? 'PERM expected "<table> <key>"' : lookupTable(engine, text.slice(0, space), text.slice(space + 1));
+        } catch (err) {
+          // A lookup that cannot be answered now (an unreadable registry, a bug) is temporary for
+          // Postfix (451, the client retries); the connection and the daemon keep serving.
+          logger.log('error', 'socketmap_internal_error', { error: (err as Error).message });
+          reply = 'TEMP lookup failed';
+        }
         if (reply.startsWith('PERM')) logger.log('warn', 'socketmap_bad_request', { reason: reply, peer: sock.remoteAddress });
         sock.write(encodeNetstring(reply));
       }

@@ -1,5 +1,6 @@
 import { normalizeFingerprint } from '../core/fingerprint.js';
 import { normalizeIp } from '../core/ip.js';
+import { accountName } from '../core/login-name.js';
 import type { AuthRequest } from '../core/request.js';
 import type { PolicyAttributes } from './attributes.js';
 
@@ -8,8 +9,9 @@ export type PostfixTranslated =
   | { kind: 'skip'; why: string; remote: string | null; certFingerprints: string[] }; // answered DUNNO without a decision
 
 /** Postfix sessions without SASL authentication are not cidlock's business: it is not a spam filter. */
-export function translatePostfix(attrs: PolicyAttributes): PostfixTranslated {
-  const user = (attrs.get('sasl_username') ?? '').toLowerCase();
+export function translatePostfix(attrs: PolicyAttributes, defaultDomain = ''): PostfixTranslated {
+  // With Dovecot SASL, sasl_username is the account name Dovecot's passdb settled on.
+  const user = accountName(attrs.get('sasl_username') ?? '', defaultDomain);
   const fps: string[] = [];
   for (const name of ['ccert_pubkey_fingerprint', 'ccert_fingerprint']) {
     const fp = normalizeFingerprint(attrs.get(name) ?? '');

@@ -84,16 +84,16 @@ function fromDovecot(text: string, source: string, rules: Rules): Item[] {
       }
     }
     if (command === 'report') return { label, note: 'report: not a decision (Dovecot never reads the answer)' };
-    const t = translateDovecot(body, { idFields: rules.dovecot.idFields, stage: 'before_auth' });
+    const t = translateDovecot(body, { idFields: rules.dovecot.idFields, defaultDomain: rules.accounts.defaultDomain, stage: 'before_auth' });
     return t.ok ? { label, request: t.request } : { label, note: `malformed request: ${t.error}` };
   });
 }
 
-function fromPostfix(text: string, source: string): Item[] {
+function fromPostfix(text: string, source: string, rules: Rules): Item[] {
   return parseAttributeBlocks(text).map((b, i): Item => {
     const label = `${source} #${i + 1}`;
     if (!b.ok) return { label, note: `malformed request: ${b.error}` };
-    const t = translatePostfix(b.attrs);
+    const t = translatePostfix(b.attrs, rules.accounts.defaultDomain);
     return t.kind === 'decide' ? { label, request: t.request } : { label, note: t.why };
   });
 }
@@ -107,12 +107,15 @@ export function testCommand(argv: string[], io: Io): number {
   const registry = openRegistryFor(rules, false);
   const items: Item[] =
     values['dovecot-json'] !== undefined ? fromDovecot(readInput(values['dovecot-json']), values['dovecot-json'] === '-' ? 'stdin' : values['dovecot-json'], rules)
-      : values.postfix !== undefined ? fromPostfix(readInput(values.postfix), values.postfix === '-' ? 'stdin' : values.postfix)
+      : values.postfix !== undefined ? fromPostfix(readInput(values.postfix), values.postfix === '-' ? 'stdin' : values.postfix, rules)
         : [fromFlags(values)];
   if (items.length === 0) throw new UsageError('no request found in the input');
 
   const now = Date.now();
-  const vouches: VouchLookup = values['assume-vouch'] ? { get: () => ({ at: now, device: 'assumed' }) } : { get: () => undefined };
+  // An assumed vouch comes from a device that exists as far as this explanation goes.
+  const assumed = { at: now, device: 'assumed', hash: '' };
+  const vouches: VouchLookup = values['assume-vouch'] ? { get: () => assumed } : { get: () => undefined };
+  const lookups = { ...registry, hasDevice: (user: string, hash: string) => hash === '' || registry.hasDevice(user, hash) };
   let status = 0;
   for (const item of items) {
     if ('note' in item) {
@@ -120,7 +123,7 @@ export function testCommand(argv: string[], io: Io): number {
       else io.out(`${items.length > 1 ? `${item.label}: ` : ''}NO DECISION  ${item.note}`);
       continue;
     }
-    const d: Decision = decide(item.request, { rules, registry, vouches, now });
+    const d: Decision = decide(item.request, { rules, registry: lookups, vouches, now });
     if (values.json) io.out(JSON.stringify(decisionRecord(item.request, d)));
     else io.out(`${items.length > 1 ? `${item.label}: ` : ''}${explainText(item.request, d)}`);
     if (d.would_reject) io.err(`warning: ${item.request.user}: monitor mode allows this login, but enforce would refuse it (${d.reason})`);

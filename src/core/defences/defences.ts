@@ -18,14 +18,25 @@ export interface LimitHit {
   count: number;
 }
 
+/** A refused login as "was this you?" shows it; snake_case, as the admin API serves it. */
 export interface Refusal {
   at: string;
   protocol: string;
   remote: string | null;
   reason: string;
+  /** false for a monitor-mode would-reject: the login went through, enforce would have refused it. */
+  refused: boolean;
   device?: string;
-  deviceType?: string;
-  clientName?: string;
+  device_type?: string;
+  client_name?: string;
+}
+
+/** The worst active limits for an attempt, by who they protect: see Defences.verdict. */
+export interface Verdict {
+  /** Limits on the client address and its network: they follow the defences' own mode. */
+  address?: LimitHit;
+  /** Limits on the account: they also follow the account's lock mode. */
+  user?: LimitHit;
 }
 
 export interface DefenceSizes {
@@ -39,8 +50,12 @@ export interface DefenceSizes {
 export interface Defences {
   /** A failed login (wrong password, unknown user, or a refusal). Returns limits that became active. */
   recordFailure(a: Attempt, now: number): LimitHit[];
-  /** The most severe active limit for this attempt; limits keyed on the user skip a proven device. */
-  verdict(a: { user: string; remote: string | null }, provenDevice: boolean, now: number): LimitHit | undefined;
+  /**
+   * The most severe active limits for this attempt. A registered device proven on this attempt
+   * skips the user and network limits (an account under attack, a busy /24), never the limits on
+   * its own address: that address is the attacker's.
+   */
+  verdict(a: { user: string; remote: string | null }, provenDevice: boolean, now: number): Verdict;
   /** Address and network limits only: what Postfix's client table answers. */
   addressVerdict(remote: string, now: number): LimitHit | undefined;
   /** A refused login, kept for "was this you?"; returns the user's unknown-device count in the alert window. */
@@ -153,15 +168,21 @@ export function createDefences(init: { limits: readonly LimitRule[]; counters: C
       return newly;
     },
     verdict(a, provenDevice, now) {
-      const hits: LimitHit[] = [];
+      const address: LimitHit[] = [];
+      const user: LimitHit[] = [];
       for (const r of limits) {
-        if (r.key === 'user' && provenDevice) continue;
+        if (provenDevice && r.key !== 'address') continue;
         const subject = subjectOf(r, a);
         if (subject === null) continue;
         const h = activeHit(r, subject, now);
-        if (h !== undefined) hits.push(h);
+        if (h !== undefined) (r.key === 'user' ? user : address).push(h);
       }
-      return worst(hits);
+      const out: Verdict = {};
+      const wa = worst(address);
+      const wu = worst(user);
+      if (wa !== undefined) out.address = wa;
+      if (wu !== undefined) out.user = wu;
+      return out;
     },
     addressVerdict(remote, now) {
       const hits: LimitHit[] = [];

@@ -15,6 +15,9 @@ export type AddResult =
 
 export type DeviceSelector = { id: string } | { label: string };
 
+/** A removal applied in memory (this process's or another's), or the whole index re-read from disk. */
+export type RegistryChange = { kind: 'removed'; user: string; hashes: readonly string[] } | { kind: 'reset' };
+
 export interface Registry {
   readonly location: string;
   settings(user: string): RegistryUserSettings;
@@ -25,6 +28,8 @@ export interface Registry {
   /** First registered device among the given normalised fingerprints (public key first, then certificate). */
   findCert(user: string, fingerprints: readonly string[]): DeviceMatch | undefined;
   deviceCount(user: string): number;
+  /** Whether this full device hash is still registered for the user. */
+  hasDevice(user: string, hash: string): boolean;
   /** Whether any user registered this certificate (public-key) fingerprint. */
   certRegistered(fingerprint: string): boolean;
   users(): IterableIterator<string>;
@@ -35,6 +40,8 @@ export interface Registry {
   setMode(user: string, mode: Mode | null): void;
   /** Catches up with changes other processes made; true when something changed. */
   refresh(): boolean;
+  /** Told of every removal and re-read, so vouches of removed devices can be dropped. Returns an unsubscribe. */
+  onChange(listener: (change: RegistryChange) => void): () => void;
 }
 
 const LABEL_MAX = 100;
@@ -111,6 +118,12 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     return lastEntry;
   };
   let cursor: StoreCursor = store.readAll(idx.apply);
+  const listeners = new Set<(c: RegistryChange) => void>();
+  const emit = (c: RegistryChange) => { for (const l of listeners) l(c); };
+  const applyLive = (op: RegistryOp): void => {
+    idx.apply(op);
+    if (op.op === 'remove') emit({ kind: 'removed', user: op.user, hashes: op.hashes });
+  };
   let secret = store.secret(false);
 
   // Raw CIDs live only in this process's memory, never on disk or in logs.
@@ -155,11 +168,12 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       lastCid = undefined;
     }
     secret = next;
+    emit({ kind: 'reset' });
   };
   const catchUp = (): boolean => {
     if (!store.changedSince(cursor)) return false;
     forget();
-    const next = store.readSince(cursor, idx.apply);
+    const next = store.readSince(cursor, applyLive);
     if (next === null) reloadAll();
     else cursor = next;
     return true;
@@ -182,7 +196,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       if (ops.length > 0) {
         forget();
         cursor = store.append(cursor, ops);
-        for (const op of ops) idx.apply(op);
+        for (const op of ops) applyLive(op);
         if (store.shouldCompact(cursor)) cursor = store.compact([...idx.users].map(([u, e]) => [u, { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() }] as const));
       }
       return result;
@@ -215,6 +229,7 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       return undefined;
     },
     deviceCount: (user) => entry(user)?.devices.size ?? 0,
+    hasDevice: (user, hash) => entry(user)?.devices.has(hash) ?? false,
     certRegistered: (fp) => idx.certs.has(fp),
     users: () => idx.users.keys(),
     size: () => ({ users: idx.users.size, devices: idx.count() }),
@@ -262,5 +277,9 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       mutate(() => ({ ops: [{ op: 'mode', user, mode }], result: undefined }));
     },
     refresh: catchUp,
+    onChange(listener) {
+      listeners.add(listener);
+      return () => { listeners.delete(listener); };
+    },
   };
 }
