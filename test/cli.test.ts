@@ -6,7 +6,7 @@ import { cidlock } from './helpers/cli.js';
 import { fixturePath, repoRoot } from './helpers/paths.js';
 import { tempDir } from './helpers/tmp.js';
 
-const EXAMPLE = join(repoRoot, 'examples', 'cidlock.yaml');
+const EXAMPLE = join(repoRoot, 'examples', 'cidlock-advanced.yaml');
 const LAPTOP = 'UUID 23bf83be-aad7-46aa-9e0f-39191ccf402f';
 
 function workspace(yaml = 'policy:\n  mode: monitor\ndomains:\n  example.com: { mode: enforce }\n'): string {
@@ -40,7 +40,7 @@ test('check: valid example prints counts; a broken file lists every error with f
   const ok = cidlock(['check', '--config', EXAMPLE]);
   assert.is(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /domains: +1/);
-  assert.match(ok.stdout, /users: +2 in the rules file/);
+  assert.match(ok.stdout, /users: +3 in the rules file/);
   assert.match(ok.stdout, /registry: .*\d+ devices/);
   const bad = cidlock(['check', '--config', fixturePath('rules', 'several-errors.yaml')]);
   assert.is(bad.status, 1);

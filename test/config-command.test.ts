@@ -22,7 +22,9 @@ test('config dovecot (2.3) fills in the URL, API key header, attributes and imap
 });
 
 test('config dovecot --dovecot 2.4 prints the block syntax with renamed variables and fail_type', () => {
-  const r = cidlock(['config', 'dovecot', '--config', join(repoRoot, 'examples', 'cidlock.yaml'), '--dovecot', '2.4']);
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'policy: { mode: monitor }\n');
+  const r = cidlock(['config', 'dovecot', '--config', cfg, '--dovecot', '2.4']);
   assert.is(r.status, 0, r.stderr);
   assert.match(r.stdout, /auth_policy_request_attributes \{\n  user = %\{user\}\n/);
   assert.match(r.stdout, /  orig_user = %\{original_user\}\n/);
@@ -37,12 +39,15 @@ test('config dovecot --dovecot 2.4 prints the block syntax with renamed variable
 });
 
 test('examples/dovecot/95-cidlock.conf is what the generator prints for the example rules', () => {
-  const r = cidlock(['config', 'dovecot', '--config', 'examples/cidlock.yaml', '--nonce', 'CHANGE-ME-to-a-random-string']);
+  // A copy whose state_dir is a temp folder: the command creates the install's key there.
+  const copy = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(copy, readFileSync(join(repoRoot, 'examples', 'cidlock.yaml'), 'utf8').replace(/^state_dir: .*$/m, `state_dir: ${join(tempDir(), 'state')}`));
+  const r = cidlock(['config', 'dovecot', '--config', copy, '--nonce', 'CHANGE-ME-to-a-random-string']);
   const example = readFileSync(join(repoRoot, 'examples', 'dovecot', '95-cidlock.conf'), 'utf8');
   // The key is the install's own (state_dir/dovecot.key): the example shows where it goes.
   const key = /^auth_policy_server_api_header = X-API-Key: (\S+)$/m.exec(r.stdout)?.[1];
   assert.ok(key !== undefined && key.length >= 32, 'a generated key is printed');
-  assert.is(example.replace(' (replace the nonce)', ''), r.stdout.replace(key!, '<the key from state_dir/dovecot.key>'));
+  assert.is(example.replace(' (replace the nonce)', '').replace('examples/cidlock.yaml', copy), r.stdout.replace(key!, '<the key from state_dir/dovecot.key>'));
 });
 
 test('config postfix fills in the policy and socketmap endpoints, with fail-open and fail-closed variants', () => {

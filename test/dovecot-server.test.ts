@@ -255,4 +255,23 @@ test('master users: every call of a master login is decided for the master user,
   }
 });
 
+test('without the key nothing is forged: no report registers a device, no failure report counts, no vouch', async () => {
+  const s = await start('policy: { mode: learn }\nlimits:\n  - { key: address, failures: 10, window: 1h, then: reject 1h }\n');
+  try {
+    const login = { login: 'alice@example.com', protocol: 'imap', remote: '192.0.2.10', device_id: '"clientid" "UUID attacker-device"', tls: true };
+    for (const key of [false, 'a-wrong-key-0123456789'] as const) {
+      assert.is((await post(s.port, '/?command=report', JSON.stringify({ ...login, success: true }), { key })).status, 401);
+      for (let i = 0; i < 10; i++) {
+        assert.is((await post(s.port, '/?command=report', JSON.stringify({ ...login, login: `u${i}@example.com`, success: false }), { key })).status, 401);
+      }
+    }
+    assert.is(s.engine.registry.deviceCount('alice@example.com'), 0, 'a forged success report registered a device');
+    assert.equal(s.engine.stats, { decisions: 0, successes: 0, failures: 0, policyRejects: 0 });
+    assert.is(s.engine.addressVerdict('192.0.2.10'), undefined, 'forged failures put the address under a limit');
+    assert.is(s.engine.vouches.size, 0);
+  } finally {
+    await s.stop();
+  }
+});
+
 test.run();

@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createEngine } from '../src/core/engine.js';
 import { jsonLogger } from '../src/core/log.js';
+import { createMetrics } from '../src/core/metrics.js';
 import { fileStore } from '../src/core/registry/file-store.js';
 import { openRegistry } from '../src/core/registry/registry.js';
 import type { AuthRequest } from '../src/core/request.js';
@@ -137,6 +138,20 @@ test('setRules swaps the policy for the next decision', async () => {
   assert.is(s.engine.decide(imap()).action, 'reject');
   s.engine.setRules(rulesFrom('policy: { mode: off }\n'));
   assert.is(s.engine.decide(imap()).action, 'allow');
+});
+
+test('metrics: an SMTP login asked about by Dovecot SASL and the transactions Postfix then checks count as one decision', async () => {
+  const rules = rulesFrom('policy: { mode: monitor }\n');
+  const metrics = createMetrics('cidlock_');
+  const engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger: jsonLogger(() => {}), metrics });
+  const smtp = imap({ protocol: 'smtp', remote: '203.0.113.9' });
+  engine.decide(smtp); // AUTH, through Dovecot SASL
+  for (let i = 0; i < 3; i++) engine.checkTransaction({ ...smtp, stage: 'RCPT' }); // three RCPTs at Postfix
+  // Postfix alone (Dovecot SASL without cidlock): its first check is the login.
+  for (let i = 0; i < 2; i++) engine.checkTransaction({ ...smtp, user: 'bob@example.com', stage: 'RCPT' });
+  const text = metrics.render();
+  assert.match(text, /cidlock_decisions_total\{protocol="smtp",action="would_reject",mode="monitor",reason="no_device_proof"\} 2\n/);
+  assert.match(text, /cidlock_smtp_transaction_checks_total\{action="would_reject"\} 4\n/);
 });
 
 test.run();

@@ -230,4 +230,27 @@ test('socketmap tables: client, sasl and ccert, several requests per connection,
   }
 });
 
+test('a socketmap lookup that throws (an unreadable registry) answers TEMP, and the connection and server keep serving', async () => {
+  const rules = rulesFrom('policy: { mode: enforce }\n');
+  const logs: Array<Record<string, unknown>> = [];
+  const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
+  const registry = await openRegistry(fileStore(rules.stateDir), { create: true });
+  let broken = true;
+  const failing = { ...registry, certRegistered: (fp: string) => { if (broken) throw new Error('EIO: registry unreadable'); return registry.certRegistered(fp); } };
+  const engine = createEngine({ rules, registry: failing, logger });
+  const server = createSocketmapServer({ engine, logger });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const c = await client((server.address() as AddressInfo).port);
+    const temp = encodeNetstring('TEMP lookup failed').toString();
+    assert.is((await c.raw(encodeNetstring(`ccert ${'ab'.repeat(32)}`), temp.length)).toString(), temp);
+    assert.ok(logs.some((l) => l.event === 'socketmap_internal_error'));
+    broken = false;
+    assert.is((await c.raw(encodeNetstring(`ccert ${'ab'.repeat(32)}`), temp.length + 12)).toString(), `${temp}9:NOTFOUND ,`, 'the same connection goes on');
+    c.close();
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+});
+
 test.run();

@@ -1,10 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { loadRulesFile, parseRules } from '../src/core/rules/load.js';
+import { DEFAULT_LISTEN, loadRulesFile, parseRules } from '../src/core/rules/load.js';
 import { formatRulesIssue } from '../src/core/rules/types.js';
 import { effectivePolicy } from '../src/core/rules/resolve.js';
 import { fixturePath, repoRoot } from './helpers/paths.js';
+import { tempDir } from './helpers/tmp.js';
 
 /** Each broken file and the exact lines an operator sees, relative to the fixture folder. */
 const BROKEN: Record<string, string[]> = {
@@ -40,20 +41,67 @@ for (const [name, expected] of Object.entries(BROKEN)) {
   });
 }
 
-test('the example rules file is valid and means what its comments say', () => {
+test('the example a newcomer copies watches first: monitor everywhere, nothing locked, defences enforced, audit under state_dir', () => {
   const r = loadRulesFile(join(repoRoot, 'examples', 'cidlock.yaml'));
   if (!r.ok) assert.unreachable(r.errors.map(formatRulesIssue).join('\n'));
-  assert.ok(r.ok);
   if (!r.ok) return;
   assert.equal(r.warnings, []);
   const { rules } = r;
-  assert.equal(rules.listen.dovecot, { host: '127.0.0.1', port: 8425 });
-  assert.equal(rules.listen.admin, { host: '127.0.0.1', port: 8426 });
-  assert.is(rules.stateDir, join(repoRoot, 'examples', 'state'));
+  assert.equal(rules.listen, DEFAULT_LISTEN, 'the defaults, written out');
+  assert.is(rules.stateDir, '/var/lib/cidlock');
+  assert.is(rules.domains.size, 0);
+  assert.is(rules.users.size, 0);
+  for (const user of ['alice@example.com', 'bob@example.org', 'x']) assert.is(effectivePolicy(rules, user).mode, 'monitor');
+  assert.is(rules.defences.mode, 'enforce');
+  assert.is(rules.audit.file, '/var/lib/cidlock/audit.log');
+  assert.is(rules.dovecot.apiKey, '');
+  assert.is(rules.dovecot.apiKeyFile, '/var/lib/cidlock/dovecot.key');
+});
+
+test('the advanced example is valid and means what its comments say', () => {
+  const r = loadRulesFile(join(repoRoot, 'examples', 'cidlock-advanced.yaml'));
+  if (!r.ok) assert.unreachable(r.errors.map(formatRulesIssue).join('\n'));
+  if (!r.ok) return;
+  assert.equal(r.warnings, []);
+  const { rules } = r;
   assert.is(effectivePolicy(rules, 'carol@example.org').mode, 'monitor');
   assert.is(effectivePolicy(rules, 'bob@example.com').mode, 'enforce');
   assert.is(effectivePolicy(rules, 'dave@example.org').learn.max_devices, 3);
   assert.equal(effectivePolicy(rules, 'alice@example.com').protocols.imap, ['cid', 'device_type']);
+  assert.is(effectivePolicy(rules, 'relay@example.com').protocols.smtp, 'deny');
+});
+
+test('audit.file and dovecot.api_key_file: relative paths are under state_dir and the rules file\'s folder; short keys are refused', () => {
+  const dir = tempDir();
+  const r = parseRules('state_dir: /var/lib/x\naudit: { file: logs/audit.jsonl }\ndovecot: { api_key_file: keys/dovecot.key }\n', join(dir, 'cidlock.yaml'));
+  if (!r.ok) assert.unreachable(r.errors.map(formatRulesIssue).join('\n'));
+  if (!r.ok) return;
+  assert.is(r.rules.audit.file, '/var/lib/x/logs/audit.jsonl');
+  assert.is(r.rules.dovecot.apiKeyFile, join(dir, 'keys', 'dovecot.key'));
+  const short = parseRules('dovecot: { api_key: "short" }\n', join(dir, 'cidlock.yaml'));
+  assert.ok(!short.ok && /dovecot\.api_key: expected at least 16 printable characters/.test(formatRulesIssue(short.errors[0]!)));
+  const both = parseRules('dovecot: { api_key: "0123456789abcdef0", api_key_file: /k }\n', join(dir, 'cidlock.yaml'));
+  assert.ok(!both.ok && /give api_key or api_key_file, not both/.test(formatRulesIssue(both.errors[0]!)));
+});
+
+test('listen: a TCP listener may name the clients allowed to use it; accounts and defences validate', () => {
+  const r = parseRules('listen:\n  postfix: { address: 192.0.2.5:10031, clients: [192.0.2.25/32, 2001:db8::/64] }\naccounts: { default_domain: Example.COM }\ndefences: { mode: monitor }\n', '/etc/cidlock/cidlock.yaml');
+  if (!r.ok) assert.unreachable(r.errors.map(formatRulesIssue).join('\n'));
+  if (!r.ok) return;
+  const pf = r.rules.listen.postfix;
+  assert.ok(pf !== null && 'host' in pf && pf.host === '192.0.2.5' && pf.port === 10031);
+  assert.equal(pf !== null && 'host' in pf ? pf.clients?.map((c) => c.text) : [], ['192.0.2.25/32', '2001:db8::/64']);
+  assert.equal(r.warnings, [], 'a non-loopback listener with a clients list is not warned about');
+  assert.is(r.rules.accounts.defaultDomain, 'example.com');
+  assert.is(r.rules.defences.mode, 'monitor');
+  const bad = parseRules('listen:\n  postfix: { clients: [10.0.0.0/8] }\ndefences: { mode: strict }\naccounts: { default_domain: "not a domain" }\n', '/etc/cidlock/cidlock.yaml');
+  assert.ok(!bad.ok);
+  if (bad.ok) return;
+  assert.equal(bad.errors.map((e) => `${e.path}: ${e.message.slice(0, 30)}`), [
+    'listen.postfix: missing "address" (host:port)',
+    'defences.mode: expected one of off, monitor, ',
+    'accounts.default_domain: expected a domain name such as',
+  ]);
 });
 
 test('an empty file means built-in defaults: monitor everywhere, loopback listeners', () => {
