@@ -274,4 +274,25 @@ test('without the key nothing is forged: no report registers a device, no failur
   }
 });
 
+test('learn: five logins decided before any of them finished admit one new device; its failure frees the slot', async () => {
+  const s = await start('policy: { mode: learn, learn: { max_devices: 1 } }\n');
+  try {
+    const body = (i: number, extra = {}) => JSON.stringify({ user: 'lena@example.com', orig_user: 'lena@example.com', protocol: 'imap', remote: `192.0.2.${i}`, session_id: `s${i}`, device_id: `"clientid" "UUID lena-device-${i}"`, tls: true, ...extra });
+    // Dovecot's order when the five overlap: every before-auth call, then each login's after-auth call and report.
+    const before = await Promise.all([0, 1, 2, 3, 4].map((i) => post(s.port, '/?command=allow', body(i))));
+    assert.equal(before.map((r) => r.body), ['{"status":0}', ...Array(4).fill('{"status":-1,"msg":""}')]);
+    assert.match(JSON.stringify(s.logs.filter((l) => l.action === 'reject')), /1 of them being learned by logins in progress/);
+    // The admitted one's password was wrong after all: its slot is free for the next device.
+    assert.is((await post(s.port, '/?command=report', body(0, { success: false }))).status, 200);
+    assert.is((await post(s.port, '/?command=allow', body(5))).body, '{"status":0}');
+    assert.is((await post(s.port, '/?command=allow', body(5))).body, '{"status":0}');
+    assert.is((await post(s.port, '/?command=report', body(5, { success: true }))).status, 200);
+    await s.engine.idle();
+    assert.is(s.engine.registry.deviceCount('lena@example.com'), 1);
+    assert.is((await post(s.port, '/?command=allow', body(6))).body, '{"status":-1,"msg":""}');
+  } finally {
+    await s.stop();
+  }
+});
+
 test.run();

@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseLoginName } from '../core/login-name.js';
 
 /** A mistake in how a command was called: exit status 2 and a pointer to --help. */
 export class UsageError extends Error {
@@ -41,7 +42,7 @@ export function configPath(value: unknown): string {
 }
 
 export function userArg(value: string | undefined): string {
-  const u = (value ?? '').trim().toLowerCase();
-  if (u === '' || /[\s\x00-\x1f\x7f"]/.test(u) || u.length > 320) throw new UsageError(`not a login name: ${JSON.stringify(value ?? '')}`);
-  return u;
+  const r = parseLoginName(value ?? '');
+  if (!r.ok) throw new UsageError(r.error);
+  return r.name;
 }

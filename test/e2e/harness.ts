@@ -89,8 +89,23 @@ export interface Dovecot {
   stop(): void;
 }
 
+export interface DovecotOptions {
+  dir: string;
+  users: Record<string, string>;
+  snippet: string;
+  name?: string;
+  /** Auth settings placed before the passdbs (auth_username_format, auth_default_realm, ...). */
+  auth?: string;
+  /** passwd-file's username_format: %u (the default), or %n to look users up by local part. */
+  lookupFormat?: string;
+  /** Extra passdb fields per user, e.g. { alice: 'user=alice@example.com' }. */
+  fields?: Record<string, string>;
+  /** Master users (name: password) in a master passdb; log in as "mailbox*master". */
+  masters?: Record<string, string>;
+}
+
 /** A private Dovecot 2.3: passwd-file users, self-signed TLS, high ports, temp dirs, cidlock's snippet included. */
-export async function startDovecot(o: { dir: string; users: Record<string, string>; snippet: string; name?: string }): Promise<Dovecot> {
+export async function startDovecot(o: DovecotOptions): Promise<Dovecot> {
   const d = join(o.dir, o.name ?? 'dovecot');
   mkdirSync(join(d, 'run'), { recursive: true });
   mkdirSync(join(d, 'state'), { recursive: true });
@@ -98,7 +113,15 @@ export async function startDovecot(o: { dir: string; users: Record<string, strin
   for (const p of [d, join(d, 'run'), join(d, 'state')]) chmodSync(p, 0o755);
   chownSync(join(d, 'home'), 65534, 65534);
   const tls = selfSigned(d, 'server', 'mail.example.test');
-  writeFileSync(join(d, 'users'), Object.entries(o.users).map(([u, p]) => `${u}:{PLAIN}${p}::::::`).join('\n') + '\n', { mode: 0o644 });
+  writeFileSync(join(d, 'users'), Object.entries(o.users).map(([u, p]) => `${u}:{PLAIN}${p}::::::${o.fields?.[u] ?? ''}`).join('\n') + '\n', { mode: 0o644 });
+  const masters = o.masters === undefined ? '' : `auth_master_user_separator = *
+passdb {
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN ${d}/masters
+}
+`;
+  if (o.masters !== undefined) writeFileSync(join(d, 'masters'), Object.entries(o.masters).map(([u, p]) => `${u}:{PLAIN}${p}::::::`).join('\n') + '\n', { mode: 0o644 });
   const imapPort = await freePort();
   const pop3Port = await freePort();
   const conf = join(d, 'dovecot.conf');
@@ -116,9 +139,10 @@ auth_mechanisms = plain login
 auth_verbose = yes
 auth_debug = yes
 auth_cache_size = 0
-passdb {
+${o.auth ?? ''}
+${masters}passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u ${d}/users
+  args = scheme=PLAIN username_format=${o.lookupFormat ?? '%u'} ${d}/users
 }
 userdb {
   driver = static
