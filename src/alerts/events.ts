@@ -33,4 +33,3 @@ export function createEventSink(opts: { logger: Logger; audit?: AuditLog | null;
   };
 }
 
-export const nullSink: EventSink = { emit() {} };

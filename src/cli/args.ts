@@ -34,7 +34,7 @@ export function parseCommand<O extends Options>(argv: string[], options: O, posi
   return { values, positionals: pos };
 }
 
-export const DEFAULT_CONFIG = '/etc/cidlock/cidlock.yaml';
+const DEFAULT_CONFIG = '/etc/cidlock/cidlock.yaml';
 
 export function configPath(value: unknown): string {
   if (typeof value === 'string' && value !== '') return value;

@@ -85,12 +85,12 @@ export interface EngineOptions {
 }
 
 /** Long enough to cover STARTTLS, EHLO and AUTH of one SMTP connection; short enough not to leak to the next. */
-export const CERT_MEMORY_MS = 30_000;
+const CERT_MEMORY_MS = 30_000;
 /**
  * How long a learn slot stays reserved without news of its login: as long as Dovecot's own
  * longest wait for a login to finish, and the adapter's memory of a pending login.
  */
-export const LEARN_SLOT_MS = 120_000;
+const LEARN_SLOT_MS = 120_000;
 /** An SMTP login Dovecot SASL asked about, and the mail transactions Postfix then checks, are counted as one decision. */
 const SMTP_SESSION_MS = 10 * 60_000;
 const MAX_TRACKED = 100_000;

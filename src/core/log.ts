@@ -13,4 +13,3 @@ export function jsonLogger(write: (line: string) => void = (l) => process.stdout
   };
 }
 
-export const silentLogger: Logger = { log() {} };

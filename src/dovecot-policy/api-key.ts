@@ -10,7 +10,7 @@ import { ownLikeParent } from '../core/state-owner.js';
  * KEY, which Dovecot sends as X-API-Key), `Authorization: Bearer KEY`, or `user:KEY@` in
  * auth_policy_server_url (HTTP Basic).
  */
-export function presentedKeys(headers: IncomingHttpHeaders): string[] {
+function presentedKeys(headers: IncomingHttpHeaders): string[] {
   const keys: string[] = [];
   const x = headers['x-api-key'];
   if (typeof x === 'string') keys.push(x.trim());

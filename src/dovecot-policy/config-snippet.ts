@@ -26,7 +26,7 @@ const REQUEST_ATTRIBUTES_24: ReadonlyArray<[string, string]> = [
   ['secured', '%{secured}'],
 ];
 
-export function policyUrl(addr: ListenAddress | null): string {
+function policyUrl(addr: ListenAddress | null): string {
   if (addr === null || 'path' in addr) return 'http://127.0.0.1:8425/';
   // A wildcard listener is reached on loopback from the same host.
   const host = addr.host === '0.0.0.0' ? '127.0.0.1' : addr.host === '::' ? '::1' : addr.host;

@@ -16,7 +16,7 @@ export interface DovecotServerLimits {
   maxConnections: number;
 }
 
-export const DOVECOT_LIMITS: DovecotServerLimits = {
+const DOVECOT_LIMITS: DovecotServerLimits = {
   maxBodyBytes: 64 * 1024,
   keepAliveMs: 65_000,
   headersTimeoutMs: 10_000,

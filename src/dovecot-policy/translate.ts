@@ -60,7 +60,7 @@ const text = (v: unknown): string => (typeof v === 'string' ? v : '');
  * decided for the master user: its password is the one presented, so its devices are the ones
  * that count; the mailbox it opens is logged beside it.
  */
-export function dovecotAccount(b: DovecotBody, defaultDomain: string): { account: string; mailbox?: string } | null {
+function dovecotAccount(b: DovecotBody, defaultDomain: string): { account: string; mailbox?: string } | null {
   const user = text(b.user);
   const master = text(b.master_user);
   const asked = text(b.login_user);

@@ -1,5 +1,5 @@
 /** Postfix socketmap replies are at most 100,000 bytes; requests (a table name and a key) far less. */
-export const MAX_NETSTRING = 100_000;
+const MAX_NETSTRING = 100_000;
 
 export type NetstringParse =
   | { kind: 'more' } // incomplete: wait for more bytes

@@ -4,9 +4,9 @@ import { normalizeIp } from '../core/ip.js';
 import { accountName } from '../core/login-name.js';
 
 /** Socketmap reply bodies, before netstring framing. `NOTFOUND ` keeps its space, as Postfix expects. */
-export type TableReply = string;
+type TableReply = string;
 
-export const TABLES = ['client', 'sasl', 'ccert'] as const;
+const TABLES = ['client', 'sasl', 'ccert'] as const;
 
 /**
  * Lookups for the socketmap tables: translation only, the engine holds every rule. The socketmap

@@ -23,7 +23,7 @@ export const DEFAULT_LIMITS: readonly LimitRule[] = [
   { path: 'limits[4] (default)', key: 'address', distinctUsers: 10, windowMs: 10 * MIN, then: { action: 'reject', forMs: HOUR } },
 ];
 
-export const DEFAULT_COUNTERS: CounterSettings = { maxEntries: 100_000, prefixV4: 24, prefixV6: 64 };
+const DEFAULT_COUNTERS: CounterSettings = { maxEntries: 100_000, prefixV4: 24, prefixV6: 64 };
 
 const MAX_WINDOW = 7 * 24 * HOUR;
 

@@ -22,7 +22,7 @@ export type RulesResult =
   | { ok: false; errors: RulesIssue[]; warnings: RulesIssue[] };
 
 /** A rules file is a few KB; a limit keeps a wrong path (a log file, /dev/zero) from eating memory. */
-export const MAX_RULES_BYTES = 16 * 1024 * 1024;
+const MAX_RULES_BYTES = 16 * 1024 * 1024;
 
 /**
  * Postfix's policy and socketmap protocols carry no credentials, so by default they listen on UNIX

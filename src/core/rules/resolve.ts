@@ -29,7 +29,7 @@ export interface RegistryUserSettings {
   mode?: Mode;
 }
 
-export const BUILTIN_POLICY = {
+const BUILTIN_POLICY = {
   mode: 'monitor',
   require_tls: true,
   message: '',
@@ -49,7 +49,7 @@ export const BUILTIN_POLICY = {
 
 const q = (s: string) => JSON.stringify(s);
 
-export function domainOf(user: string): string {
+function domainOf(user: string): string {
   const at = user.lastIndexOf('@');
   return at < 0 ? '' : user.slice(at + 1);
 }

@@ -6,7 +6,7 @@ export type PathSegment = string | number;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** users["alice@example.com"].protocols.imap[1]: what an operator can paste back into a search. */
-export function formatPath(path: readonly PathSegment[]): string {
+function formatPath(path: readonly PathSegment[]): string {
   let out = '';
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;
@@ -112,7 +112,7 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-export function unknownKeyMessage(key: string, allowed: readonly string[]): string {
+function unknownKeyMessage(key: string, allowed: readonly string[]): string {
   const near = allowed.find((k) => editDistance(k, key.toLowerCase()) <= 2);
   const hint = near === undefined ? '' : `; did you mean "${near}"?`;
   return `unknown key "${key}" (expected one of: ${allowed.join(', ')})${hint}`;
