@@ -34,6 +34,12 @@ test('serve: admin /healthz on loopback, SIGHUP reloads, an invalid reload keeps
     assert.ok(Number.isInteger(health.uptime_seconds) && health.uptime_seconds >= 0 && health.uptime_seconds < 60, String(health.uptime_seconds));
     assert.is(health.rules, cfg);
     assert.ok(Math.abs(Date.parse(health.rules_loaded_at) - Date.now()) < 60_000, health.rules_loaded_at);
+    // The docs show the same fields: the README's example answer, and every key in "serve --help".
+    const readmeExample = /```json\n(\{"status":"ok".*\})\n```/.exec(readFileSync(join(repoRoot, 'README.md'), 'utf8'));
+    assert.ok(readmeExample !== null, 'README shows a /healthz answer');
+    assert.equal(Object.keys(JSON.parse(readmeExample![1]!) as object), Object.keys(health));
+    const help = cidlock(['serve', '--help']).stdout.replace(/\s+/g, ' ');
+    for (const key of Object.keys(health)) assert.ok(help.includes(key), `serve --help does not mention ${key}`);
     assert.is((await get(addr, '/nope')).status, 404);
 
     writeFileSync(cfg, 'policy:\n  mode: strict\n');
@@ -81,6 +87,12 @@ test('serve: devices added with the CLI reach the running daemon without a resta
     assert.is(add.status, 0, add.stderr);
     await d.waitFor((l) => l.event === 'registry_reloaded', 'registry_reloaded');
     assert.is(JSON.parse((await get(addr, '/readyz')).body).devices, 1);
+    // ... which is what the help says, not that it takes a SIGHUP.
+    for (const topic of ['devices', 'users']) {
+      const help = cidlock(['help', topic]).stdout.replace(/\s+/g, ' ');
+      assert.match(help, /A running daemon picks (the change|changes) up within a second\./, topic);
+      assert.not.match(help, /SIGHUP/, topic);
+    }
   } finally {
     d.proc.kill('SIGKILL');
   }
