@@ -51,7 +51,7 @@ const POSTFIX_STAGE: Readonly<Record<string, string>> = {
   'END-OF-MESSAGE': '<END-OF-MESSAGE>: End-of-data rejected',
 };
 
-/** Dovecot asks before the password is checked; cidlock test decides offline. Postfix stages are its protocol_state. */
+/** Stages of a Dovecot request; a Postfix request's stage is its protocol_state, cidlock test's is offline. */
 const DOVECOT_STAGES = new Set(['before_auth', 'report']);
 
 function dovecotReply(protocol: string, d: Decision): string {
@@ -75,11 +75,12 @@ function postfixReply(stage: string, d: Decision): string {
     return `the reply to ${stage} ${s} s later; then the restrictions after cidlock's decide`;
   }
   const action = policyAction(d);
-  // REJECT 5.7.1 text -> 554 5.7.1; DEFER_IF_PERMIT 4.7.1 text -> 450 4.7.1 (REFERENCE.md, section 3).
+  // Postfix answers REJECT 5.7.1 with 554 5.7.1 and DEFER_IF_PERMIT 4.7.1 with 450 4.7.1.
   const m = /^(REJECT|DEFER_IF_PERMIT) (\d\.\d\.\d) (.*)$/.exec(action);
   if (m === null) return `Postfix's reply to ${action}`;
   const code = m[1] === 'REJECT' ? '554' : '450';
-  const where = POSTFIX_STAGE[stage] ?? `<...>: ${stage} rejected`;
+  // A stage with no capture (VRFY, ETRN) keeps the shape, not invented words.
+  const where = POSTFIX_STAGE[stage] ?? '<...>: ... rejected';
   return `${code} ${m[2]} ${where}: ${m[3]}`;
 }
 
