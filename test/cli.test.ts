@@ -59,7 +59,7 @@ test('test on the example rules: allow, reject and monitor would-reject, each ex
   assert.match(reject.stdout, /^REJECT/);
   assert.match(reject.stdout, /reason: +unknown_device/);
   assert.match(reject.stdout, /mode: +enforce, set by the domain rule/);
-  assert.match(reject.stdout, /client sees: the server's generic authentication failure/);
+  assert.match(reject.stdout, /client sees: NO \[AUTHENTICATIONFAILED\] Authentication failed\. \(as for a wrong password\)\n/);
   assert.not.ok(reject.stdout.includes('23bf83be'), 'raw CID printed');
 
   const monitor = cidlock(['test', '--config', EXAMPLE, '--user', 'carol@example.org', '--protocol', 'imap', '--tls']);

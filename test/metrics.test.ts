@@ -138,6 +138,27 @@ test('gaugeFn is read at every render; a throwing reader yields NaN', () => {
   assert.is(m.render(), expected(2));
 });
 
+test('counterFn is a counter read at every render, from a tally another module keeps', () => {
+  const m = createMetrics('cidlock_');
+  let delivered = 0;
+  m.counterFn('webhook_delivered_total', 'Delivered.', () => delivered);
+  const expected = (n: number): string =>
+    '# HELP cidlock_webhook_delivered_total Delivered.\n' +
+    '# TYPE cidlock_webhook_delivered_total counter\n' +
+    `cidlock_webhook_delivered_total ${n}\n` +
+    DROPPED_TAIL('cidlock_', 0);
+  assert.is(m.render(), expected(0));
+  delivered = 7;
+  assert.is(m.render(), expected(7));
+  throwsMatching(() => m.counterFn('webhook_delivered_total', 'h', () => 0), /already registered/);
+  throwsMatching(() => m.gaugeFn('webhook_delivered_total', 'h', () => 0), /already registered/);
+  throwsMatching(() => m.counterFn('bad-name', 'h', () => 0), /invalid metric name/);
+  throwsMatching(() => m.counterFn('x_total', 'h', 5 as unknown as () => number), /read must be a function/);
+  // The failed registration claimed nothing.
+  m.counterFn('x_total', 'h', () => 1);
+  assertParses(m.render());
+});
+
 test('histogram with two label sets: cumulative buckets, +Inf, sum, count', () => {
   const m = createMetrics();
   const h = m.histogram('decide_seconds', 'Decision latency.', [0.01, 0.1, 1], ['service']);

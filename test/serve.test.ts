@@ -1,11 +1,17 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { connect } from 'node:net';
-import { cidlock, cidlockAsync } from './helpers/cli.js';
+import { CIDLOCK, cidlock, cidlockAsync } from './helpers/cli.js';
 import { httpGet as get, startServe } from './helpers/daemon.js';
+import { repoRoot } from './helpers/paths.js';
 import { tempDir } from './helpers/tmp.js';
+
+interface Health { status: string; version: string; pid: number; uptime_seconds: number; rules: string; rules_loaded_at: string }
+const PACKAGE_VERSION = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const PIDOF = ['/usr/bin/pidof', '/bin/pidof', '/usr/sbin/pidof', '/sbin/pidof'].find((p) => existsSync(p));
 
 const GOOD = 'listen:\n  admin: 127.0.0.1:0\n  dovecot: off\n  postfix: off\n  socketmap: off\npolicy:\n  mode: monitor\n';
 
@@ -20,18 +26,35 @@ test('serve: admin /healthz on loopback, SIGHUP reloads, an invalid reload keeps
     assert.match(addr, /^127\.0\.0\.1:\d+$/);
     const h = await get(addr, '/healthz');
     assert.is(h.status, 200);
-    assert.is(JSON.parse(h.body).status, 'ok');
+    const health = JSON.parse(h.body) as Health;
+    assert.equal(Object.keys(health), ['status', 'version', 'pid', 'uptime_seconds', 'rules', 'rules_loaded_at'], 'exactly what README and "serve --help" say');
+    assert.is(health.status, 'ok');
+    assert.is(health.version, PACKAGE_VERSION);
+    assert.is(health.pid, d.proc.pid);
+    assert.ok(Number.isInteger(health.uptime_seconds) && health.uptime_seconds >= 0 && health.uptime_seconds < 60, String(health.uptime_seconds));
+    assert.is(health.rules, cfg);
+    assert.ok(Math.abs(Date.parse(health.rules_loaded_at) - Date.now()) < 60_000, health.rules_loaded_at);
+    // The docs show the same fields: the README's example answer, and every key in "serve --help".
+    const readmeExample = /```json\n(\{"status":"ok".*\})\n```/.exec(readFileSync(join(repoRoot, 'README.md'), 'utf8'));
+    assert.ok(readmeExample !== null, 'README shows a /healthz answer');
+    assert.equal(Object.keys(JSON.parse(readmeExample![1]!) as object), Object.keys(health));
+    const help = cidlock(['serve', '--help']).stdout.replace(/\s+/g, ' ');
+    for (const key of Object.keys(health)) assert.ok(help.includes(key), `serve --help does not mention ${key}`);
     assert.is((await get(addr, '/nope')).status, 404);
 
     writeFileSync(cfg, 'policy:\n  mode: strict\n');
     d.proc.kill('SIGHUP');
     const rejected = await d.waitFor((l) => l.event === 'rules_rejected', 'rules_rejected');
     assert.match(String((rejected.errors as string[])[0]), /cidlock\.yaml:2:9: policy\.mode: expected one of/);
-    assert.is((await get(addr, '/healthz')).status, 200, 'still serving after an invalid reload');
+    const kept = await get(addr, '/healthz');
+    assert.is(kept.status, 200, 'still serving after an invalid reload');
+    assert.is((JSON.parse(kept.body) as Health).rules_loaded_at, health.rules_loaded_at, 'the old rules stay, and so does their load time');
 
     writeFileSync(cfg, GOOD.replace('mode: monitor', 'mode: enforce'));
     d.proc.kill('SIGHUP');
     await d.waitFor((l) => l.event === 'rules_reloaded', 'rules_reloaded');
+    const reloaded = JSON.parse((await get(addr, '/healthz')).body) as Health;
+    assert.ok(Date.parse(reloaded.rules_loaded_at) > Date.parse(health.rules_loaded_at), `${reloaded.rules_loaded_at} after ${health.rules_loaded_at}`);
     // An empty file on a running daemon is a truncated save, not new rules.
     writeFileSync(cfg, '');
     d.proc.kill('SIGHUP');
@@ -64,6 +87,12 @@ test('serve: devices added with the CLI reach the running daemon without a resta
     assert.is(add.status, 0, add.stderr);
     await d.waitFor((l) => l.event === 'registry_reloaded', 'registry_reloaded');
     assert.is(JSON.parse((await get(addr, '/readyz')).body).devices, 1);
+    // ... which is what the help says, not that it takes a SIGHUP.
+    for (const topic of ['devices', 'users']) {
+      const help = cidlock(['help', topic]).stdout.replace(/\s+/g, ' ');
+      assert.match(help, /A running daemon picks (the change|changes) up within a second\./, topic);
+      assert.not.match(help, /SIGHUP/, topic);
+    }
   } finally {
     d.proc.kill('SIGKILL');
   }
@@ -98,6 +127,35 @@ test('serve: an invalid rules file at start exits 2 with the located error', asy
   const code = await new Promise<number | null>((resolve) => p.on('exit', resolve));
   assert.is(code, 2);
   assert.match(err, /cidlock\.yaml:2:10: listen\.admin: expected host:port/);
+});
+
+// What "cidlock serve --help" tells operators to run. Registered as skipped where pidof is missing.
+(PIDOF === undefined ? test.skip : test)('serve: the daemon is named cidlock, so `kill -HUP $(pidof cidlock)` reloads it; other commands are not', async () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, GOOD);
+  const d = startServe(cfg);
+  try {
+    await d.address('admin');
+    const pids = spawnSync(PIDOF!, ['cidlock'], { encoding: 'utf8' }).stdout.trim().split(/\s+/).map(Number);
+    assert.ok(pids.includes(d.proc.pid!), `pidof cidlock printed ${JSON.stringify(pids)}, the daemon is ${d.proc.pid}`);
+    assert.is(readFileSync(`/proc/${d.proc.pid}/comm`, 'utf8').trim(), 'cidlock');
+    // A CLI command running at the same time (an import waiting for its input) is not the daemon:
+    // a SIGHUP meant for the daemon would kill it.
+    const cli = spawn(process.execPath, [CIDLOCK, 'devices', 'import', '-', '--config', cfg], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const exited = new Promise((r) => cli.on('exit', r));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.not.ok(spawnSync(PIDOF!, ['cidlock'], { encoding: 'utf8' }).stdout.trim().split(/\s+/).map(Number).includes(cli.pid!));
+    assert.is(cli.exitCode, null, 'the import was still running when pidof looked');
+    cli.stdin!.end();
+    await exited;
+    const before = d.lines.filter((l) => l.event === 'rules_reloaded').length;
+    const kill = spawnSync('/bin/sh', ['-c', `kill -HUP ${d.proc.pid}`]);
+    assert.is(kill.status, 0);
+    await d.waitFor(() => d.lines.filter((l) => l.event === 'rules_reloaded').length > before, 'a reload after SIGHUP');
+  } finally {
+    d.proc.kill('SIGKILL');
+  }
 });
 
 test.run();

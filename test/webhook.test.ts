@@ -5,6 +5,9 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'nod
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createWebhook, signature, verifySignature, type WebhookOptions } from '../src/alerts/webhook.js';
+import { createMetrics } from '../src/core/metrics.js';
+import { createOutputs } from '../src/daemon/outputs.js';
+import { rulesFrom } from './helpers/tmp.js';
 
 const SECRET = 'test-secret-0123456789abcdef';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -413,6 +416,68 @@ test('a pending retry never keeps the process alive', async () => {
   assert.is(lines.length, 1);
   assert.is(lines[0]!.attempt, 1);
   assert.is(lines[0]!.final, false);
+});
+
+/** The value of an unlabelled sample in Prometheus text, and its declared type. */
+function sample(text: string, name: string): { type: string; value: number } {
+  const type = new RegExp(`^# TYPE ${name} (\\w+)$`, 'm').exec(text)?.[1];
+  const value = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1];
+  if (type === undefined || value === undefined) throw new Error(`${name} is not in the metrics:\n${text}`);
+  return { type, value: Number(value) };
+}
+
+test('the daemon exports webhook outcomes as _total counters that add up across reloads; queue and in-flight are gauges', async () => {
+  // /ok accepts, /bad refuses for good (400: no retry), /slow answers after a while.
+  const rx = await receiver((h) => {
+    if (h.url === '/slow') setTimeout(() => h.res.writeHead(200).end(), 300);
+    else h.res.writeHead(h.url === '/ok' ? 200 : 400).end();
+  });
+  const base = rx.url.replace(/\/hook$/, '');
+  const metrics = createMetrics('cidlock_');
+  const outputs = createOutputs({ log() {} }, metrics);
+  const rulesFor = (path: string) => rulesFrom(`audit: { file: "" }\nwebhook: { url: "${base}${path}", secret: ${SECRET} }\n`);
+  const emit = (n: number) => { for (let i = 0; i < n; i++) outputs.sink.emit({ event: 'rules_reloaded', rules: `r${i}` }); };
+  const read = () => {
+    const text = metrics.render();
+    return {
+      delivered: sample(text, 'cidlock_webhook_delivered_total'),
+      failed: sample(text, 'cidlock_webhook_failed_total'),
+      dropped: sample(text, 'cidlock_webhook_dropped_total'),
+      queue: sample(text, 'cidlock_webhook_queue'),
+      inFlight: sample(text, 'cidlock_webhook_in_flight'),
+    };
+  };
+  const values = () => { const m = read(); return [m.delivered.value, m.failed.value, m.dropped.value]; };
+  try {
+    const m = read();
+    assert.equal([m.delivered.type, m.failed.type, m.dropped.type, m.queue.type, m.inFlight.type], ['counter', 'counter', 'counter', 'gauge', 'gauge']);
+    assert.not.match(metrics.render(), /^cidlock_webhook_(delivered|failed|dropped) /m, 'the old gauge names are gone');
+
+    outputs.configure(rulesFor('/ok'));
+    emit(2);
+    await waitFor('2 delivered', () => values()[0] === 2);
+
+    outputs.configure(rulesFor('/bad'));
+    emit(1);
+    await waitFor('1 failed', () => values()[1] === 1);
+    assert.equal(values(), [2, 1, 0], 'the replaced webhook\'s deliveries still count');
+
+    // Two slow deliveries in flight (the webhook's concurrency), three queued; a reload drops the queued ones.
+    outputs.configure(rulesFor('/slow'));
+    emit(5);
+    await waitFor('2 in flight', () => read().inFlight.value === 2);
+    assert.is(read().queue.value, 3);
+    outputs.configure(rulesFor('/ok'));
+    assert.equal(values(), [2, 1, 3], 'queued events dropped at the reload');
+    assert.is(read().queue.value, 0);
+    await waitFor('the in-flight deliveries of the replaced webhook', () => values()[0] === 4, 3000);
+    emit(1);
+    await waitFor('one more delivered', () => values()[0] === 5);
+    assert.equal(values(), [5, 1, 3]);
+  } finally {
+    await outputs.close();
+    await rx.close();
+  }
 });
 
 test.run();

@@ -3,6 +3,7 @@ import type { EventSink } from '../alerts/events.js';
 import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { CONTENT_TYPE, type Metrics } from '../core/metrics.js';
+import { VERSION } from '../core/version.js';
 import { keyMatches } from '../dovecot-policy/api-key.js';
 import { handleApi } from './api.js';
 
@@ -13,6 +14,8 @@ export interface AdminOptions {
   logger: Logger;
   /** Ready means: rules loaded and the registry readable on its last check. */
   readiness: () => { ready: boolean; detail: Record<string, unknown> };
+  /** When the rules in force were loaded (ms since the epoch), for /healthz. */
+  rulesLoadedAt: () => number;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -21,11 +24,26 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(body)}\n`);
 }
 
+/**
+ * Liveness, and what an operator asks first: which build, which process (the pid a SIGHUP goes
+ * to), since when, and which rules file is in force since when. Nothing secret: it is open.
+ */
+function health(o: AdminOptions) {
+  return {
+    status: 'ok',
+    version: VERSION,
+    pid: process.pid,
+    uptime_seconds: Math.floor(process.uptime()),
+    rules: o.engine.rules.file,
+    rules_loaded_at: new Date(o.rulesLoadedAt()).toISOString(),
+  };
+}
+
 /** Health, readiness and metrics are open on loopback; the /api routes need the admin token. */
 export function createAdminServer(o: AdminOptions): Server {
   const handle = (req: IncomingMessage, res: ServerResponse, raw: Buffer | null) => {
     const path = (req.url ?? '/').split('?')[0]!;
-    if (path === '/healthz') return json(res, 200, { status: 'ok' });
+    if (path === '/healthz') return json(res, 200, health(o));
     if (path === '/readyz') {
       const r = o.readiness();
       return json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', ...r.detail });

@@ -10,56 +10,89 @@ SYNOPSIS
      cidlock serve   [-c FILE]
      cidlock check   [-c FILE]
      cidlock test    [-c FILE] --user USER --protocol PROTO [options]
+     cidlock test    [-c FILE] (--dovecot-json FILE | --postfix FILE)
      cidlock users   (set USER --mode MODE | show USER) [-c FILE]
      cidlock devices (list | add | remove | import) ... [-c FILE]
      cidlock config  (dovecot [--dovecot 2.3|2.4] | postfix) [-c FILE]
      cidlock help    [COMMAND]
+     cidlock --version
 
 DESCRIPTION
-     cidlock answers Dovecot's auth policy requests and Postfix's policy
-     delegation requests. A login is allowed only when it proves one of the
-     user's registered devices (a CID sent in the IMAP ID, a TLS client
-     certificate, or a recent proof from the same address), before the
-     password is checked. Refusals look exactly like a wrong password.
+     cidlock answers Dovecot's auth policy requests, Postfix's policy
+     delegation requests and Postfix socketmap lookups. In enforce mode a
+     login is allowed only when it proves one of the user's registered
+     devices: a CID sent in the IMAP ID, a TLS client certificate, or a
+     recent proof from the same address. Dovecot (IMAP, POP3, submission,
+     ManageSieve, and SMTP AUTH through Dovecot SASL) asks before the
+     password is checked, and a refusal gets exactly the wrong-password
+     reply unless the rules set a message. Postfix's policy service refuses
+     an authenticated SMTP session with 554 5.7.1 where its check sits (at
+     RCPT in the generated configuration).
 
-     Modes, per server, domain or user: off, monitor (log would_reject only),
-     learn (register new devices up to learn.max_devices), enforce.
+     Modes, per server, domain or user: off (allow without looking),
+     monitor (decide, allow, log would_reject), learn (enforce, but register
+     a new device once its login succeeds, up to learn.max_devices),
+     enforce.
 
      Run "cidlock COMMAND --help" for each command.
 
 EXIT STATUS
-     0 success, 1 failure (or a refused login for "test"), 2 usage or rules error.
+     0 success; 1 failure (for "test": a refused login; for "check": invalid
+     rules); 2 usage error, or invalid rules for the other commands.
 `,
   serve: `NAME
-     cidlock serve - run the policy daemons
+     cidlock serve - run the policy daemon
 
 SYNOPSIS
      cidlock serve [-c FILE]
 
 DESCRIPTION
-     Starts every listener configured under listen: in one process, on
-     loopback unless the rules file says otherwise, and logs one JSON line
-     per event and per decision on standard output. Decision lines carry the
-     rule and evidence; they never contain a raw CID, password hash or key.
+     Starts every listener configured under listen: in one process, named
+     "cidlock" so that "pidof cidlock" finds it. Unless the rules file says
+     otherwise: Dovecot's policy listener on 127.0.0.1:8425 (Dovecot must
+     send the API key: dovecot.api_key, else the one in dovecot.api_key_file,
+     default state_dir/dovecot.key, created on first start), the admin
+     listener on 127.0.0.1:8426, and the Postfix policy service and
+     socketmap tables on the UNIX sockets /var/spool/postfix/cidlock/policy
+     and .../socketmap. "off" disables a listener.
 
-     The admin listener answers GET /healthz.
+     Logs one JSON line per event on standard output; decision lines as
+     log.decisions says (refusals and would_reject by default, or all, or
+     none). Decision lines carry the rule and evidence; they never contain a
+     raw CID, password hash or key.
+
+     The admin listener serves GET /healthz (status, version, pid,
+     uptime_seconds, rules: the rules file, rules_loaded_at: when the rules
+     in force were loaded), GET /readyz (200 while the registry is readable,
+     else 503), GET /metrics (Prometheus) and, when admin.token is set, the
+     /api routes.
+
+     The rules file is re-read within about two seconds of a change, and on
+     SIGHUP. Device and user changes (cidlock devices, cidlock users, the
+     admin API) reach the daemon within a second, without a signal.
 
 SIGNALS
-     SIGHUP   re-read the rules file and the device registry. An invalid rules
-              file is logged with file:line:column and the old rules stay in
-              force. Listener addresses change only on restart.
+     SIGHUP   re-read the rules file and the device registry now. An invalid
+              rules file is logged with file:line:column, counted in
+              cidlock_rules_reloads_total{result="rejected"}, and the old
+              rules stay in force. Listener addresses and state_dir change
+              only on restart.
      SIGTERM, SIGINT
-              stop accepting connections and exit 0.
+              close the listeners and every open connection, wait for webhook
+              deliveries in flight (at most 5 s), exit 0.
 
 OPTIONS
 ${CONFIG}
 
 EXIT STATUS
-     0 after a clean stop, 1 if a listener cannot start, 2 on a usage or rules error.
+     0 after a clean stop, 1 if it cannot start (a listener address in use,
+     an unreadable state_dir or API key file), 2 on a usage or rules error.
 
 EXAMPLES
      cidlock serve --config /etc/cidlock/cidlock.yaml
-     kill -HUP $(pidof cidlock)      # reload after editing the rules
+     systemctl reload cidlock          # examples/cidlock.service: check, then SIGHUP
+     kill -HUP $(pidof cidlock)        # the same without systemd
+     curl -s http://127.0.0.1:8426/healthz
 `,
   check: `NAME
      cidlock check - validate the rules file and registry
@@ -69,10 +102,11 @@ SYNOPSIS
 
 DESCRIPTION
      Reads the rules file and reports every problem in one run, each as
-     FILE:LINE:COLUMN: KEY.PATH: what was expected. Then counts domains and
-     users in the rules and users and devices in the registry. Warnings
-     (valid but probably unintended settings) are printed but do not fail.
-     Nothing is written.
+     FILE:LINE:COLUMN: KEY.PATH: what was expected. Then prints the
+     listeners and the server policy, counts domains and users in the rules,
+     and reads the registry in state_dir (users, users with their own mode,
+     devices). Warnings (valid but probably unintended settings) are printed
+     but do not fail. Nothing is written.
 
 OPTIONS
 ${CONFIG}
@@ -89,47 +123,59 @@ EXAMPLES
 SYNOPSIS
      cidlock test [-c FILE] --user USER --protocol PROTO [--ip ADDR] [--tls]
                   [--cid "TYPE TOKEN"] [--client-name NAME] [--client-os OS]
-                  [--cert-fingerprint HEX] [--assume-vouch] [--json]
+                  [--cert-fingerprint HEX]... [--assume-vouch] [--json]
      cidlock test [-c FILE] --dovecot-json FILE|-  [--json]
      cidlock test [-c FILE] --postfix FILE|-  [--json]
 
 DESCRIPTION
      Decides a login exactly as the daemon would, with the same rules and
      registry, and prints why: the verdict, the reason, the rules key that
-     decided, the layer that set the user's mode (server policy, domain,
-     registry, or a users: entry in the rules file) and every piece of
-     evidence. Nothing is written and no daemon is contacted, so live
-     vouches are unknown: pass --assume-vouch to see the outcome when a
-     device was recently proven from the same address.
+     decided, the layer that set the user's mode (built-in default, server
+     policy, domain, registry, or a users: entry in the rules file), every
+     piece of evidence, and for a refusal what the client sees: the reply
+     the mail server sends, word for word (for --protocol smtp both paths:
+     AUTH through Dovecot SASL and RCPT through the policy service). --json
+     prints the record the daemon logs instead.
+
+     Nothing is written and no daemon is contacted, so its live state is
+     unknown: vouches (pass --assume-vouch to see the outcome when a device
+     was recently proven from the same address) and the attack-defence
+     counters (so no limit applies and no login is delayed here).
 
      --dovecot-json reads a Dovecot auth_policy request body, or captured
      lines of the form {"path": ..., "body": ...}, one per line. --postfix
      reads Postfix policy attribute blocks (name=value lines, blocks
-     separated by an empty line). Each request is decided in turn.
+     separated by an empty line); the client sees the reply for the block's
+     protocol_state. Each request is decided in turn; one the daemon would
+     not decide (a report, an unauthenticated SMTP session) prints
+     NO DECISION and why.
 
 OPTIONS
      --user USER           login name as Dovecot sees it (compared lowercased)
-     --protocol PROTO      imap, pop3, submission, smtp, sieve
+     --protocol PROTO      imap, pop3, submission, smtp or sieve; any other
+                           name falls under protocols.other
      --ip ADDR             client address (IPv4 or IPv6)
      --tls                 the client connection is encrypted
      --cid "TYPE TOKEN"    the CID the client sent, e.g. "UUID 23bf83be-..."
      --client-name NAME    the IMAP ID name, matched against device_types
      --client-os OS        the IMAP ID os
      --cert-fingerprint HEX
-                           SHA-256 public-key fingerprint of a TLS client
-                           certificate, with or without colons
+                           SHA-256 fingerprint of a TLS client certificate's
+                           public key (or of the certificate), with or
+                           without colons; repeat for both
      --assume-vouch        act as if a device was proven from --ip just now
      --json                print one JSON decision record per request
 ${CONFIG}
 
 EXIT STATUS
      0 every login allowed (a monitor-mode would_reject prints a warning),
-     1 a login refused or delayed, 2 usage or rules error.
+     1 a login refused, 2 usage or rules error.
 
 EXAMPLES
      cidlock test -c examples/cidlock.yaml --user alice@example.com \\
          --protocol imap --tls --cid "UUID 23bf83be-aad7-46aa-9e0f-39191ccf402f"
      cidlock test --dovecot-json captured-request.json
+     cidlock test --postfix captured-policy-requests.txt
 `,
   users: `NAME
      cidlock users - per-user settings kept in the registry
@@ -143,7 +189,7 @@ DESCRIPTION
      or a help desk can lock a mailbox without editing YAML. "default"
      removes it. The registry overrides the policy: and domains: sections but
      not a users: entry in the rules file, which is the operator's final word.
-     A running daemon picks the change up on SIGHUP.
+     A running daemon picks the change up within a second.
 
      "show" prints the user's effective policy, which layer set each value,
      and the registered devices.
@@ -176,16 +222,20 @@ DESCRIPTION
      (created on first use, mode 0600): the registry never holds the raw
      value. A certificate is stored as the SHA-256 fingerprint of its public
      key, as Postfix reports it in ccert_pubkey_fingerprint. Every change is
-     written atomically (temp file, fsync, rename) under a lock shared with
-     the daemon, so no device is ever lost. A running daemon picks changes up
-     on SIGHUP.
+     appended to state_dir/registry.journal and fsynced before the command
+     reports it, under a lock shared with the daemon; the journal is folded
+     into registry.json (temp file, fsync, rename) as it grows. No reported
+     change is lost, even to a crash. A running daemon picks changes up
+     within a second.
 
-     list     users and their devices: ID (first 12 hex digits of the
-              stored hash), kind, type, label, added, source.
+     list     users and their devices: user, ID (first 12 hex digits of
+              the stored hash), kind, type, label, added, source (admin or
+              learn).
      add      registers a device; adding one that exists is not an error.
      remove   removes the device with that ID (a unique prefix of at least
               6 hex digits is enough) or every device with that label.
-     import   registers many devices in one atomic write. One per line:
+     import   registers many devices under one lock, with one fsync.
+              One per line:
                   USER TYPE TOKEN [LABEL...]
                   USER --cert FINGERPRINT [LABEL...]
               Blank lines and lines starting with # are ignored. Any bad line
@@ -195,7 +245,8 @@ OPTIONS
      --label L            a name for the device ("Alice's laptop")
      --cert FILE.pem      a PEM client certificate (a key or chain may follow)
      --cert-fingerprint HEX
-                          the public-key fingerprint from a Postfix log
+                          the SHA-256 public-key fingerprint, as Postfix's
+                          ccert_pubkey_fingerprint (colons optional)
      --json               machine-readable output (list)
 ${CONFIG}
 

@@ -1,3 +1,4 @@
+import { clientReply } from './client-reply.js';
 import type { Decision } from './decide.js';
 import type { AuthRequest } from './request.js';
 
@@ -61,7 +62,7 @@ export function explainText(req: AuthRequest, d: Decision): string {
   }
   if (d.learn !== undefined) lines.push(`  learn:    on success the device is registered (source learn, label ${JSON.stringify(d.learn.label)})`);
   if (d.action !== 'allow') {
-    lines.push(`  client sees: ${d.message === '' ? "the server's generic authentication failure, same as a wrong password" : JSON.stringify(d.message)}`);
+    lines.push(`  client sees: ${clientReply(req, d)}`);
   }
   return lines.join('\n');
 }

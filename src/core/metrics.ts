@@ -25,6 +25,8 @@ export interface Metrics {
   histogram(name: string, help: string, buckets: readonly number[], labelNames?: readonly string[]): Histogram;
   /** Gauges whose value is read at scrape time (e.g. a map's size). */
   gaugeFn(name: string, help: string, read: () => number): void;
+  /** Counters kept by another module, read at scrape time; `read` must never decrease (name it `_total`). */
+  counterFn(name: string, help: string, read: () => number): void;
   render(): string;
 }
 
@@ -207,6 +209,23 @@ export function createMetrics(prefix = ''): Metrics {
     return { full, update, get };
   }
 
+  /** An unlabelled series whose value another module owns; a throwing reader renders NaN. */
+  function readAtScrape(name: string, help: string, type: 'counter' | 'gauge', read: () => number): void {
+    const full = register(name, help, type, []);
+    if (typeof read !== 'function') throw new TypeError(`metrics: ${full}: read must be a function`);
+    claim(full, []);
+    renderers.push((out) => {
+      let v: number;
+      try {
+        v = read();
+      } catch {
+        v = NaN;
+      }
+      header(out, full, help, type);
+      out.push(`${full} ${formatValue(typeof v === 'number' ? v : NaN)}`);
+    });
+  }
+
   const droppedName = register('metrics_dropped_series_total', DROPPED_HELP, 'counter', []);
   claim(droppedName, []);
 
@@ -294,19 +313,11 @@ export function createMetrics(prefix = ''): Metrics {
     },
 
     gaugeFn(name, help, read) {
-      const full = register(name, help, 'gauge', []);
-      if (typeof read !== 'function') throw new TypeError(`metrics: ${full}: read must be a function`);
-      claim(full, []);
-      renderers.push((out) => {
-        let v: number;
-        try {
-          v = read();
-        } catch {
-          v = NaN;
-        }
-        header(out, full, help, 'gauge');
-        out.push(`${full} ${formatValue(typeof v === 'number' ? v : NaN)}`);
-      });
+      readAtScrape(name, help, 'gauge', read);
+    },
+
+    counterFn(name, help, read) {
+      readAtScrape(name, help, 'counter', read);
     },
 
     render() {

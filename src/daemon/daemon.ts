@@ -92,6 +92,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       admin: () => createAdminServer({
         engine, metrics, events: outputs.sink, logger,
         readiness: () => ({ ready: registryOk, detail: { rules: engine.rules.file, registry: registryOk ? 'readable' : 'unreadable', devices: engine.registry.size().devices } }),
+        rulesLoadedAt: () => loadedAt,
       }),
       dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey }),
       postfix: () => createPolicyServer({ engine, logger }),

@@ -1,9 +1,12 @@
 import { openAuditLog, type AuditLog } from '../alerts/audit-log.js';
 import { createEventSink, type EventSink } from '../alerts/events.js';
-import { createWebhook, type Webhook } from '../alerts/webhook.js';
+import { createWebhook, type Webhook, type WebhookStats } from '../alerts/webhook.js';
 import type { Logger } from '../core/log.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Rules } from '../core/rules/types.js';
+
+type Tally = keyof Pick<WebhookStats, 'delivered' | 'failed' | 'dropped'>;
+const TALLIES: readonly Tally[] = ['delivered', 'failed', 'dropped'];
 
 /** The audit log and webhook follow the rules: a reload that changes them reopens them. */
 export function createOutputs(logger: Logger, metrics: Metrics) {
@@ -12,6 +15,24 @@ export function createOutputs(logger: Logger, metrics: Metrics) {
   let auditKey = '';
   let webhookKey = '';
   const auditErrors = metrics.counter('audit_write_errors_total', 'Audit log writes that failed (disk full, read-only)');
+  // A reload that changes the webhook replaces it, and the new one counts from zero: the counters
+  // add up every webhook this process had, so they never go down (Prometheus would read a reset).
+  const retired: Record<Tally, number> = { delivered: 0, failed: 0, dropped: 0 };
+  const retiring = new Set<Webhook>();
+  const retire = (w: Webhook) => {
+    retiring.add(w);
+    void w.close().then(() => {
+      // close() resolves once no delivery is left in flight: these numbers are final.
+      const s = w.stats();
+      for (const k of TALLIES) retired[k] += s[k];
+      retiring.delete(w);
+    });
+  };
+  const total = (k: Tally) => {
+    let n = retired[k] + (webhook?.stats()[k] ?? 0);
+    for (const w of retiring) n += w.stats()[k];
+    return n;
+  };
   const configure = (rules: Rules) => {
     const ak = JSON.stringify(rules.audit);
     if (ak !== auditKey) {
@@ -21,7 +42,7 @@ export function createOutputs(logger: Logger, metrics: Metrics) {
     }
     const wk = JSON.stringify(rules.webhook);
     if (wk !== webhookKey) {
-      void webhook?.close();
+      if (webhook !== null) retire(webhook);
       webhookKey = wk;
       webhook = rules.webhook === null ? null : createWebhook({
         url: rules.webhook.url,
@@ -47,19 +68,17 @@ export function createOutputs(logger: Logger, metrics: Metrics) {
     },
     webhook: { send: (e) => webhook?.send(e) },
   });
-  for (const [name, read] of [
-    ['webhook_queue', () => webhook?.stats().queued ?? 0],
-    ['webhook_in_flight', () => webhook?.stats().inFlight ?? 0],
-    ['webhook_delivered', () => webhook?.stats().delivered ?? 0],
-    ['webhook_failed', () => webhook?.stats().failed ?? 0],
-    ['webhook_dropped', () => webhook?.stats().dropped ?? 0],
-  ] as const) metrics.gaugeFn(name, `Webhook ${name.slice(8).replace('_', ' ')} events${name === 'webhook_queue' || name === 'webhook_in_flight' ? '' : ' (monotonic)'}`, read);
+  metrics.gaugeFn('webhook_queue', 'Webhook events waiting: queued, or backing off before a retry', () => webhook?.stats().queued ?? 0);
+  metrics.gaugeFn('webhook_in_flight', 'Webhook deliveries in flight', () => webhook?.stats().inFlight ?? 0);
+  metrics.counterFn('webhook_delivered_total', 'Webhook events delivered (the receiver answered 2xx)', () => total('delivered'));
+  metrics.counterFn('webhook_failed_total', 'Webhook events given up: a permanent error, or every attempt failed', () => total('failed'));
+  metrics.counterFn('webhook_dropped_total', 'Webhook events dropped: the queue was full, or they were still waiting at a reload or stop', () => total('dropped'));
   return {
     sink: sink as EventSink,
     configure,
     async close() {
       audit?.close();
-      await webhook?.close();
+      await Promise.all([webhook, ...retiring].map((w) => w?.close()));
     },
   };
 }

@@ -9,6 +9,9 @@ import { HELP } from '../help.js';
 export async function serveCommand(argv: string[], io: Io): Promise<number> {
   const { values } = parseCommand(argv, CONFIG_OPTION, { min: 0, max: 0, names: '' });
   if (values.help) return io.out(HELP.serve!), 0;
+  // Named like the command, not "node", so `pidof cidlock` finds the daemon: pidof matches
+  // argv[0], which this rewrites (and the thread name). Other cidlock commands stay "node".
+  process.title = 'cidlock';
   const logger = jsonLogger();
   const file = configPath(values.config);
   const r = loadRulesFile(file);
