@@ -14,7 +14,7 @@ export interface SocketmapLimits {
   requestTimeoutMs: number;
 }
 
-const SOCKETMAP_LIMITS: SocketmapLimits = { maxRequestBytes: 4096, idleMs: 120_000, maxConnections: 1024, requestTimeoutMs: 10_000 };
+export const SOCKETMAP_LIMITS: SocketmapLimits = { maxRequestBytes: 4096, idleMs: 120_000, maxConnections: 1024, requestTimeoutMs: 10_000 };
 
 /** All tables on one listener: Postfix shares one connection per process among them. */
 export function createSocketmapServer(opts: { engine: Engine; logger: Logger; limits?: Partial<SocketmapLimits> }): Server {

@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { AS_WRONG_PASSWORD, clientReply } from '../../src/core/client-reply.js';
+import { AS_WRONG_PASSWORD, clientReply } from '../../src/cli/client-reply.js';
 import type { Decision } from '../../src/core/decide.js';
 import type { AuthRequest } from '../../src/core/request.js';
 import type { LogLine } from '../helpers/daemon.js';
@@ -41,7 +41,6 @@ let cl: Cidlock;
 let dv: Dovecot;
 let plain: Dovecot;
 let pf: Postfix;
-let deferrer: Server;
 let ports: { submission: number; sieve: number };
 let nextHost = 100;
 /** A fresh client address for each attempt. */
@@ -76,15 +75,11 @@ service managesieve-login {
   dv = await startDovecot({ dir, users: USERS, snippet: `${dovecotSnippetFor(cl.cfg)}\n${services}`, name: 'dovecot-cidlock' });
   // SASL that does not ask cidlock, so SMTP sessions authenticate and reach the policy service.
   plain = await startDovecot({ dir, users: USERS, snippet: '', name: 'dovecot-plain' });
-  // A policy server that always answers DEFER_IF_PERMIT: cidlock sends it for a tempfail decision.
-  const deferPort = await freePort();
-  deferrer = createServer((s) => s.on('data', (d) => { if (d.includes('\n\n')) s.write('action=DEFER_IF_PERMIT 4.7.1 Access denied\n\n'); }));
-  await new Promise<void>((r) => deferrer.listen(deferPort, '127.0.0.1', r));
   const viaPlain = (...o: string[]) => [`smtpd_sasl_path=${plain.authSocket}`, ...o];
   pf = await startPostfix({
     dir,
     saslPath: dv.authSocket,
-    mainExtra: `relay_domains = example.net\ncidlock_policy = check_policy_service inet:127.0.0.1:${cidlockPorts.policy}\ndefer_policy = check_policy_service inet:127.0.0.1:${deferPort}\n`,
+    mainExtra: `relay_domains = example.net\ncidlock_policy = check_policy_service inet:127.0.0.1:${cidlockPorts.policy}\n`,
     services: [
       { name: 'sasl' }, // SMTP AUTH through the Dovecot that asks cidlock
       { name: 'RCPT', options: viaPlain('smtpd_relay_restrictions=$cidlock_policy,permit_sasl_authenticated,reject') },
@@ -92,7 +87,6 @@ service managesieve-login {
       { name: 'EHLO', options: viaPlain('smtpd_delay_reject=no', 'smtpd_helo_restrictions=$cidlock_policy,permit') },
       { name: 'DATA', options: viaPlain('smtpd_data_restrictions=$cidlock_policy,permit') },
       { name: 'END-OF-MESSAGE', options: viaPlain('smtpd_end_of_data_restrictions=$cidlock_policy,permit') },
-      { name: 'defer', options: viaPlain('smtpd_relay_restrictions=$defer_policy,permit_sasl_authenticated,reject') },
     ],
   });
 }
@@ -102,7 +96,6 @@ test.after(async () => {
   pf?.stop();
   dv?.stop();
   plain?.stop();
-  deferrer?.close();
   await cl?.stop();
 });
 
@@ -256,15 +249,6 @@ check('the policy service refuses at EHLO, MAIL, RCPT, DATA and END-OF-MESSAGE w
       assert.is(real, predicted(d, message), `${stage} ${user}`);
     }
   }
-});
-
-check('DEFER_IF_PERMIT (a tempfail decision) reaches the client as 450 4.7.1', async () => {
-  await setup();
-  const lines = await smtpThrough('defer', 'dee@example.com', host());
-  const deferred = lines.find((l) => l.startsWith('450 '));
-  assert.is(deferred, `450 4.7.1 <${TO}>: Recipient address rejected: Access denied`, JSON.stringify(lines));
-  const req: AuthRequest = { protocol: 'smtp', user: 'dee@example.com', remote: null, tls: true, certFingerprints: [], stage: 'RCPT' };
-  assert.is(clientReply(req, { action: 'tempfail', message: '' } as Decision), `450 4.7.1 <recipient>: Recipient address rejected: Access denied`);
 });
 
 check('a delay: Dovecot and Postfix send the usual reply, the delay later, as "client sees" says', async () => {

@@ -1,6 +1,7 @@
 import { parseCid } from '../../core/cid.js';
 import { decide, type Decision } from '../../core/decide.js';
-import { decisionRecord, explainText } from '../../core/explain.js';
+import { decisionRecord } from '../../core/explain.js';
+import { explainText } from '../explain-text.js';
 import { normalizeFingerprint } from '../../core/fingerprint.js';
 import { normalizeIp } from '../../core/ip.js';
 import type { AuthRequest } from '../../core/request.js';

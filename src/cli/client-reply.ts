@@ -1,8 +1,8 @@
 import { answerFor } from '../dovecot-policy/answer.js';
 import { policyAction } from '../postfix-policy/policy-action.js';
-import { POLICY_LIMITS } from '../postfix-policy/policy-server.js';
-import type { Decision } from './decide.js';
-import type { AuthRequest } from './request.js';
+import type { Decision } from '../core/decide.js';
+import { clampDelaySeconds } from '../core/delay.js';
+import type { AuthRequest } from '../core/request.js';
 
 /*
  * What a mail client is sent when cidlock refuses or delays its login. cidlock never talks to the
@@ -71,17 +71,16 @@ function dovecotReply(protocol: string, d: Decision): string {
 
 function postfixReply(stage: string, d: Decision): string {
   if (d.action === 'delay') {
-    const s = Math.min(d.seconds ?? 0, POLICY_LIMITS.maxDelayMs / 1000);
+    const s = clampDelaySeconds(d.seconds);
     return `the reply to ${stage} ${s} s later; then the restrictions after cidlock's decide`;
   }
   const action = policyAction(d);
-  // Postfix answers REJECT 5.7.1 with 554 5.7.1 and DEFER_IF_PERMIT 4.7.1 with 450 4.7.1.
-  const m = /^(REJECT|DEFER_IF_PERMIT) (\d\.\d\.\d) (.*)$/.exec(action);
+  // Postfix answers REJECT 5.7.1 with 554 5.7.1.
+  const m = /^REJECT (\d\.\d\.\d) (.*)$/.exec(action);
   if (m === null) return `Postfix's reply to ${action}`;
-  const code = m[1] === 'REJECT' ? '554' : '450';
   // A stage with no capture (VRFY, ETRN) keeps the shape, not invented words.
   const where = POSTFIX_STAGE[stage] ?? '<...>: ... rejected';
-  return `${code} ${m[2]} ${where}: ${m[3]}`;
+  return `554 ${m[1]} ${where}: ${m[2]}`;
 }
 
 /**
