@@ -162,7 +162,7 @@ export function createEngine(opts: EngineOptions): Engine {
     m.gaugeFn('vouches', 'Vouches in memory (user and address)', () => vouches.size);
     m.gaugeFn('counter_entries', 'Attack counter entries in memory', () => defences.sizes().counters);
     m.gaugeFn('counter_penalties', 'Active reject penalties', () => defences.sizes().penalties);
-    m.gaugeFn('counter_evictions', 'Counter entries evicted by the size cap (monotonic)', () => defences.sizes().evictions);
+    m.counterFn('counter_evictions_total', 'Attack counter entries evicted by the size cap', () => defences.sizes().evictions);
   }
 
   // A removed device stops vouching at once, whichever process removed it.
