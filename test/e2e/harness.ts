@@ -193,10 +193,17 @@ export function postfixDirs(dir: string): { etc: string; queue: string } {
  */
 export function preparePostfixQueue(dir: string): string {
   const { queue } = postfixDirs(dir);
-  mkdirSync(queue, { recursive: true });
+  mkdirSync(join(queue, 'private'), { recursive: true });
   for (const p of [join(dir, 'postfix'), queue]) chmodSync(p, 0o755);
+  // private/ as Postfix makes it, so Dovecot can put its SASL socket there before Postfix starts.
+  chmodSync(join(queue, 'private'), 0o700);
+  execFileSync('chown', ['postfix', join(queue, 'private')]);
   return queue;
 }
+
+/** Dovecot's SASL listener where Debian's setup puts it, inside the queue: a chrooted smtpd reaches it as private/auth. */
+export const dovecotSaslInQueue = (queue: string) =>
+  `service auth {\n  unix_listener ${queue}/private/auth {\n    mode = 0660\n    user = postfix\n    group = postfix\n  }\n}\n`;
 
 /** Runs a script `cidlock config postfix` printed, as an operator would (sh, set -e inside). */
 export function runPostfixScript(script: string, where: string): string {

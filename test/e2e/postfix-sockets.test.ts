@@ -13,7 +13,7 @@ import { groupId } from '../../src/net/unix-socket.js';
 import { cidlock } from '../helpers/cli.js';
 import { smtpSession, type SmtpResult } from '../helpers/mail-clients.js';
 import {
-  freePort, postfixDirs, postfixScriptFor, preparePostfixQueue, requireTools, runPostfixScript, selfSigned, serverDir,
+  dovecotSaslInQueue, freePort, postfixDirs, postfixScriptFor, preparePostfixQueue, requireTools, runPostfixScript, selfSigned, serverDir,
   startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix,
 } from './harness.js';
 
@@ -82,7 +82,7 @@ async function doSetup(): Promise<void> {
   dv = await startDovecot({
     dir,
     users: USERS,
-    snippet: `service auth {\n  unix_listener ${queue}/private/auth {\n    mode = 0660\n    user = postfix\n    group = postfix\n  }\n}\n`,
+    snippet: dovecotSaslInQueue(queue),
   });
 }
 
