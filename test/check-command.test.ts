@@ -64,7 +64,7 @@ withPostfixGroup('a socket directory not in group postfix is a warning; in group
   mkdirSync(join(dir, 'pf', 'cidlock'), { recursive: true, mode: 0o750 });
   chownSync(join(dir, 'pf', 'cidlock'), NOBODY, NOBODY);
   const w = warnings(cidlock(['check', '--config', cfg]).stderr);
-  assert.ok(w.some((l) => l === `warning: listen.postfix: ${dir}/pf/cidlock is not in group postfix, so Postfix cannot reach the socket; run: chgrp postfix ${dir}/pf/cidlock`), w.join('\n'));
+  assert.ok(w.some((l) => l === `warning: listen.postfix: ${dir}/pf/cidlock is not in group postfix, so Postfix cannot reach the socket; run: chgrp postfix ${dir}/pf/cidlock && chmod 2750 ${dir}/pf/cidlock`), w.join('\n'));
   chownSync(join(dir, 'pf', 'cidlock'), NOBODY, groupId('postfix')!);
   assert.equal(warnings(cidlock(['check', '--config', cfg]).stderr), []);
 });

@@ -3,10 +3,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { groupId, listenUnix, SOCKET_DIR_MODE, UnixSocketError } from '../src/net/unix-socket.js';
+import { repoRoot } from './helpers/paths.js';
 import { tempDir } from './helpers/tmp.js';
 
 const NOBODY = 65534;
@@ -44,7 +45,7 @@ function connectAs(path: string, uid: number, gid: number): Promise<string> {
   });
 }
 
-withUsers('a missing directory is created 0750 with the postfix group; the socket is 0660 with the same group', async () => {
+withUsers('a missing directory is created 2750 (setgid) with the postfix group; the socket is 0660 with the same group', async () => {
   const dir = join(openParent(), 'cidlock');
   const path = join(dir, 'policy');
   await listenUnix(echo(), path);
@@ -74,6 +75,27 @@ withUsers('an existing directory keeps its own group, and the socket gets it', a
   assert.is(statSync(path).gid, statSync(dir).gid);
   assert.is(statSync(dir).gid, 0, 'not changed to postfix');
   assert.is(await connectAs(path, NOBODY, POSTFIX_GID!), 'EACCES', 'postfix is not in this directory\'s group');
+});
+
+/** listenUnix in a separate process running as nobody (not in group postfix): "listening" or the error. */
+function listenAsNobody(path: string): Promise<string> {
+  const mod = join(repoRoot, 'dist', 'src', 'net', 'unix-socket.js');
+  const code = `import(${JSON.stringify(mod)}).then(async (m) => { const s = require('net').createServer(); try { await m.listenUnix(s, ${JSON.stringify(path)}); process.stdout.write('listening'); s.close(); } catch (e) { process.stdout.write(e.message); } })`;
+  return new Promise((resolve) => execFile(process.execPath, ['-e', code], { uid: NOBODY, gid: NOBODY, encoding: 'utf8', timeout: 10_000 }, (_e, out) => resolve(out)));
+}
+
+withUsers('a daemon outside group postfix (systemd: User=cidlock Group=cidlock): the setgid directory gives its socket group postfix', async () => {
+  const dir = join(openParent(), 'cidlock');
+  // What the unit's ExecStartPre makes: install -d -o cidlock -g postfix -m 2750
+  mkdirSync(dir);
+  chownSync(dir, NOBODY, POSTFIX_GID!);
+  chmodSync(dir, 0o2750);
+  assert.is(await listenAsNobody(join(dir, 'policy')), 'listening');
+  // Without the setgid bit the socket would get the daemon's group, which it cannot change.
+  chmodSync(dir, 0o750);
+  const msg = await listenAsNobody(join(dir, 'policy'));
+  assert.ok(msg.startsWith(`${join(dir, 'policy')}: cannot give the socket mode 0660 and the group of its directory (gid ${POSTFIX_GID})`), msg);
+  assert.match(msg, `chmod g+s ${dir}`);
 });
 
 test('a directory other users may enter or write to is refused, naming the path', async () => {

@@ -6,8 +6,10 @@ import { dirname } from 'node:path';
  * Postfix's policy and socketmap protocols carry no credentials, so the file system is the
  * authentication: the socket's directory (owner cidlock, group postfix) lets in only Postfix's
  * processes, and the socket (group postfix) lets them connect. Nobody else can even reach it.
+ * The directory is setgid, so a socket made in it takes its group without cidlock having to be
+ * a member of group postfix.
  */
-export const SOCKET_DIR_MODE = 0o750;
+export const SOCKET_DIR_MODE = 0o2750;
 export const SOCKET_MODE = 0o660;
 /** The group smtpd runs in on Debian and in Postfix's own defaults (mail_owner / default_privs aside). */
 export const POSTFIX_GROUP = 'postfix';
@@ -38,7 +40,7 @@ export function groupId(name: string, groupFile = '/etc/group'): number | null {
 }
 
 /**
- * The directory a socket lives in: created when missing (0750, group postfix when running as
+ * The directory a socket lives in: created when missing (2750, group postfix when running as
  * root), refused when other users may enter or write to it. Returns the group the socket gets.
  */
 export function prepareSocketDir(dir: string): number {
@@ -53,7 +55,7 @@ export function prepareSocketDir(dir: string): number {
       const code = (e as NodeJS.ErrnoException).code;
       throw new UnixSocketError(code === 'ENOENT'
         ? `${dir}: cannot create the socket directory: ${dirname(dir)} does not exist (is Postfix installed? the default sockets live in its queue directory)`
-        : `${dir}: cannot create the socket directory (${code}); create it as root: install -d -o cidlock -g ${POSTFIX_GROUP} -m 0750 ${dir}`);
+        : `${dir}: cannot create the socket directory (${code}); create it as root: install -d -o cidlock -g ${POSTFIX_GROUP} -m 2750 ${dir}`);
     }
     chmodSync(dir, SOCKET_DIR_MODE); // mkdir's mode is filtered by the umask
     const postfix = process.geteuid?.() === 0 ? groupId(POSTFIX_GROUP) : null;
@@ -110,6 +112,6 @@ export async function listenUnix(server: Server, path: string): Promise<void> {
     if (statSync(path).gid !== gid) chownSync(path, -1, gid);
   } catch (err) {
     await new Promise((r) => server.close(r));
-    throw new UnixSocketError(`${path}: cannot give the socket mode 0660 and the group of its directory (gid ${gid}): ${(err as NodeJS.ErrnoException).code}; run cidlock as a member of that group (the systemd unit: SupplementaryGroups=${POSTFIX_GROUP})`);
+    throw new UnixSocketError(`${path}: cannot give the socket mode 0660 and the group of its directory (gid ${gid}): ${(err as NodeJS.ErrnoException).code}; make the directory setgid so its sockets take its group: chmod g+s ${dirname(path)}`);
   }
 }

@@ -109,7 +109,7 @@ function endpointNotes(p: Plan): string[] {
     notes.push(
       `# A socket outside Postfix's queue directory is out of a chrooted smtpd's reach: the`,
       `# submission service below runs unchrooted (chroot column n). Keep the socket's directory`,
-      `# closed to everyone but cidlock and Postfix (0750, group postfix).`,
+      `# closed to everyone but cidlock and Postfix (2750, group postfix).`,
     );
   }
   if (sockets.some((e) => e.tcp)) {

@@ -113,10 +113,10 @@ check('the generated script configures Postfix without a warning, with the socke
   assert.match(conf, /^cidlock_sasl = check_sasl_access socketmap:unix:cidlock\/socketmap:sasl$/m);
 });
 
-check('cidlock made its socket directory in the queue directory: 0750, group postfix; sockets 0660', async () => {
+check('cidlock made its socket directory in the queue directory: 2750, group postfix; sockets 0660', async () => {
   await setup();
   const d = statSync(join(queue, 'cidlock'));
-  assert.is(d.mode & 0o777, 0o750);
+  assert.is(d.mode & 0o7777, 0o2750);
   assert.is(d.gid, groupId('postfix'));
   for (const name of ['policy', 'socketmap']) {
     const st = statSync(join(queue, 'cidlock', name));

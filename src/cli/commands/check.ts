@@ -138,7 +138,7 @@ function exposureWarnings(rules: Rules): string[] {
     }
     if ((st.mode & 0o003) !== 0) out.push(`listen.${name}: every local user may enter or write to ${dir} (mode ${octal(st.mode)}) and reach or replace the socket; cidlock serve refuses to start; run: chmod o-rwx ${dir}`);
     const postfix = groupId(POSTFIX_GROUP);
-    if (postfix !== null && st.gid !== postfix) out.push(`listen.${name}: ${dir} is not in group ${POSTFIX_GROUP}, so Postfix cannot reach the socket; run: chgrp ${POSTFIX_GROUP} ${dir}`);
+    if (postfix !== null && st.gid !== postfix) out.push(`listen.${name}: ${dir} is not in group ${POSTFIX_GROUP}, so Postfix cannot reach the socket; run: chgrp ${POSTFIX_GROUP} ${dir} && chmod 2750 ${dir}`);
   }
   const dovecot = rules.listen.dovecot;
   if (dovecot !== null && 'host' in dovecot && !isLoopback(dovecot.host)) {
