@@ -8,7 +8,7 @@
 # .before-cidlock files back, then "postfix reload".
 #
 # cidlock's sockets are named relative to Postfix's queue directory, as a chrooted smtpd
-# (Debian's default) sees them. Only Postfix's processes may enter their directory: the
+# (Debian's default) sees them. Only cidlock and Postfix may enter their directory: the
 # policy and socketmap protocols carry no password, the directory is what keeps others out.
 set -e
 test -e '/etc/postfix/main.cf.before-cidlock' || cp -p '/etc/postfix/main.cf' '/etc/postfix/main.cf.before-cidlock'

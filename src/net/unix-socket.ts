@@ -16,7 +16,7 @@ export const POSTFIX_GROUP = 'postfix';
 /** How long a connect() may take before a socket file left at the path counts as stale. */
 const LIVE_PROBE_MS = 500;
 /** Mode bits for "others": entering (x) or writing (w) the directory lets any local user reach or replace the socket. */
-const OTHERS_ENTER_OR_WRITE = 0o003;
+export const OTHERS_ENTER_OR_WRITE = 0o003;
 
 export class UnixSocketError extends Error {
   override readonly name = 'UnixSocketError';

@@ -101,7 +101,7 @@ function endpointNotes(p: Plan): string[] {
   if (sockets.some((e) => !e.tcp && e.reachableInChroot)) {
     notes.push(
       `# cidlock's sockets are named relative to Postfix's queue directory, as a chrooted smtpd`,
-      `# (Debian's default) sees them. Only Postfix's processes may enter their directory: the`,
+      `# (Debian's default) sees them. Only cidlock and Postfix may enter their directory: the`,
       `# policy and socketmap protocols carry no password, the directory is what keeps others out.`,
     );
   }

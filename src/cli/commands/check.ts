@@ -1,10 +1,9 @@
 import { accessSync, constants, readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
-import { isLoopback, POSTFIX_SOCKET_DIR } from '../../core/rules/load.js';
-import { loadRulesFile } from '../../core/rules/load.js';
+import { isLoopback, loadRulesFile, POSTFIX_SOCKET_DIR } from '../../core/rules/load.js';
 import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../../core/rules/types.js';
 import { effectivePolicy } from '../../core/rules/resolve.js';
-import { groupId, POSTFIX_GROUP } from '../../net/unix-socket.js';
+import { groupId, OTHERS_ENTER_OR_WRITE, POSTFIX_GROUP } from '../../net/unix-socket.js';
 import { CONFIG_OPTION, configPath, parseCommand } from '../args.js';
 import { openRegistryFor, type Io } from '../context.js';
 import { HELP } from '../help.js';
@@ -136,7 +135,7 @@ function exposureWarnings(rules: Rules): string[] {
       if (statOrNull(dirname(dir)) === null) out.push(`listen.${name}: ${dirname(dir)} does not exist, so cidlock cannot create ${dir} at start (is Postfix installed? its queue directory holds the default sockets)`);
       continue;
     }
-    if ((st.mode & 0o003) !== 0) out.push(`listen.${name}: every local user may enter or write to ${dir} (mode ${octal(st.mode)}) and reach or replace the socket; cidlock serve refuses to start; run: chmod o-rwx ${dir}`);
+    if ((st.mode & OTHERS_ENTER_OR_WRITE) !== 0) out.push(`listen.${name}: every local user may enter or write to ${dir} (mode ${octal(st.mode)}) and reach or replace the socket; cidlock serve refuses to start; run: chmod o-rwx ${dir}`);
     const postfix = groupId(POSTFIX_GROUP);
     if (postfix !== null && st.gid !== postfix) out.push(`listen.${name}: ${dir} is not in group ${POSTFIX_GROUP}, so Postfix cannot reach the socket; run: chgrp ${POSTFIX_GROUP} ${dir} && chmod 2750 ${dir}`);
   }
