@@ -38,40 +38,154 @@ test('config dovecot --dovecot 2.4 prints the block syntax with renamed variable
   assert.is(cidlock(['config', 'sendmail', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
 });
 
-test('examples/dovecot/95-cidlock.conf is what the generator prints for the example rules', () => {
+test('examples/dovecot/cidlock.conf is what the generator prints for the example rules; 95-cidlock.conf is the include line it prints', () => {
   // A copy whose state_dir is a temp folder: the command creates the install's key there.
   const copy = join(tempDir(), 'cidlock.yaml');
   writeFileSync(copy, readFileSync(join(repoRoot, 'examples', 'cidlock.yaml'), 'utf8').replace(/^state_dir: .*$/m, `state_dir: ${join(tempDir(), 'state')}`));
   const r = cidlock(['config', 'dovecot', '--config', copy, '--nonce', 'CHANGE-ME-to-a-random-string']);
-  const example = readFileSync(join(repoRoot, 'examples', 'dovecot', '95-cidlock.conf'), 'utf8');
+  assert.is(r.status, 0, r.stderr);
+  const example = readFileSync(join(repoRoot, 'examples', 'dovecot', 'cidlock.conf'), 'utf8');
   // The key is the install's own (state_dir/dovecot.key): the example shows where it goes.
   const key = /^auth_policy_server_api_header = X-API-Key: (\S+)$/m.exec(r.stdout)?.[1];
   assert.ok(key !== undefined && key.length >= 32, 'a generated key is printed');
-  assert.is(example.replace(' (replace the nonce)', '').replace('examples/cidlock.yaml', copy), r.stdout.replace(key!, '<the key from state_dir/dovecot.key>'));
+  assert.is(example.replace(' (replace the nonce)', '').replaceAll('examples/cidlock.yaml', copy), r.stdout.replace(key!, '<the key from state_dir/dovecot.key>'));
+  const include = readFileSync(join(repoRoot, 'examples', 'dovecot', '95-cidlock.conf'), 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+  assert.equal(include, ['!include_try ../private/cidlock.conf']);
+  assert.ok(r.stdout.includes(`#   echo '${include[0]}' > /etc/dovecot/conf.d/95-cidlock.conf\n`));
 });
 
-test('config postfix fills in the policy and socketmap endpoints, with fail-open and fail-closed variants', () => {
+test('config dovecot says how to install it readable by root only, outside the conf.d glob', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, `state_dir: ${join(tempDir(), 'state')}\n`);
+  const r = cidlock(['config', 'dovecot', '--config', cfg]);
+  assert.ok(r.stdout.includes(`#   cidlock config dovecot -c ${cfg} | install -m 600 -o root -g root /dev/stdin /etc/dovecot/private/cidlock.conf\n`), r.stdout);
+  const v24 = cidlock(['config', 'dovecot', '--dovecot', '2.4', '--config', cfg]);
+  assert.ok(v24.stdout.includes(`#   cidlock config dovecot --dovecot 2.4 -c ${cfg} | install -m 600`), 'the install line regenerates the same version');
+});
+
+test('config dovecot with listen.dovecot off refuses, and prints no URL', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'listen:\n  dovecot: off\n');
+  const r = cidlock(['config', 'dovecot', '--config', cfg]);
+  assert.is(r.status, 2);
+  assert.is(r.stdout, '');
+  assert.match(r.stderr, `${cfg}: listen.dovecot is off, so there is no policy service for Dovecot to ask`);
+});
+
+/** The lines of a generated script that run (not comments, not blank). */
+const commandsOf = (text: string) => text.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+
+test('config postfix (default): postconf commands, sockets named relative to the queue directory, only submission asks cidlock', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'state_dir: ./state\n'); // the default listeners: unix sockets in /var/spool/postfix/cidlock
+  const r = cidlock(['config', 'postfix', '--config', cfg]);
+  assert.is(r.status, 0, r.stderr);
+  const run = commandsOf(r.stdout);
+  assert.equal(run.slice(0, 3), [
+    'set -e',
+    "test -e '/etc/postfix/main.cf.before-cidlock' || cp -p '/etc/postfix/main.cf' '/etc/postfix/main.cf.before-cidlock'",
+    "test -e '/etc/postfix/master.cf.before-cidlock' || cp -p '/etc/postfix/master.cf' '/etc/postfix/master.cf.before-cidlock'",
+  ]);
+  assert.ok(run.includes("postconf -e 'cidlock_policy = check_policy_service { unix:cidlock/policy, timeout=10s, default_action=DUNNO }'"));
+  assert.ok(run.includes("postconf -M submission/inet='submission inet n - y - - smtpd'"), 'chrooted, as Debian runs smtpd');
+  assert.ok(run.includes("postconf -P 'submission/inet/smtpd_relay_restrictions=$cidlock_policy,permit_sasl_authenticated,reject'"));
+  assert.is(run[run.length - 1], 'postfix check');
+  // main.cf gets exactly one parameter, and it is used (by the submission entry): no "unused parameter" warnings.
+  assert.equal(run.filter((l) => l.startsWith('postconf -e')).length, 1);
+  // Nothing that applies to port 25: no main.cf smtpd_*_restrictions, no tables unless uncommented.
+  assert.not.ok(run.some((l) => /postconf -e 'smtpd_/.test(l) || l.includes('socketmap:')), run.join('\n'));
+  for (const optional of [
+    "#postconf -e 'cidlock_client = check_client_access socketmap:unix:cidlock/socketmap:client'",
+    "#postconf -P 'submission/inet/smtpd_client_restrictions=$cidlock_client'",
+    "#postconf -e 'cidlock_sasl = check_sasl_access socketmap:unix:cidlock/socketmap:sasl'",
+    "#postconf -P 'submission/inet/smtpd_sender_restrictions=$cidlock_sasl'",
+    "#postconf -e 'cidlock_policy = check_policy_service { unix:cidlock/policy, timeout=10s, { default_action = 451 4.3.5 Policy service unavailable, try again later } }'",
+  ]) assert.ok(r.stdout.split('\n').includes(optional), optional);
+  assert.match(r.stdout, /The -M line REPLACES an existing "submission inet" entry of master.cf, with all its -o\n#    options/);
+  assert.match(r.stdout, /every session on this service is answered 451 4\.3\.5/);
+  assert.match(r.stdout, /defers all inbound mail \(451 4\.3\.5\)/);
+});
+
+test('config postfix --postfix-config and --queue-directory: postconf -c DIR, sockets relative to that queue', () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, `listen:\n  postfix: unix:/srv/pf/queue/cidlock/policy\n  socketmap: unix:/srv/pf/queue/cidlock/socketmap\n`);
+  const r = cidlock(['config', 'postfix', '--config', cfg, '--postfix-config', '/srv/pf/etc/', '--queue-directory', '/srv/pf/queue']);
+  assert.is(r.status, 0, r.stderr);
+  const run = commandsOf(r.stdout);
+  assert.ok(run.includes("postconf -c '/srv/pf/etc' -e 'cidlock_policy = check_policy_service { unix:cidlock/policy, timeout=10s, default_action=DUNNO }'"), run.join('\n'));
+  assert.ok(run.includes("test -e '/srv/pf/etc/master.cf.before-cidlock' || cp -p '/srv/pf/etc/master.cf' '/srv/pf/etc/master.cf.before-cidlock'"));
+  assert.is(run[run.length - 1], "postfix -c '/srv/pf/etc' check");
+  assert.ok(r.stdout.includes("#postconf -c '/srv/pf/etc' -e 'cidlock_sasl = check_sasl_access socketmap:unix:cidlock/socketmap:sasl'"));
+  assert.is(cidlock(['config', 'postfix', '--config', cfg, '--queue-directory', 'relative/q']).status, 2);
+  assert.is(cidlock(['config', 'dovecot', '--config', cfg, '--queue-directory', '/q']).status, 2);
+});
+
+test('config postfix: a socket outside the queue directory is named absolutely and its service runs unchrooted; TCP says what protects it', () => {
   const cfg = join(tempDir(), 'cidlock.yaml');
   writeFileSync(cfg, 'listen:\n  postfix: 127.0.0.1:11031\n  socketmap: unix:/run/cidlock/maps.sock\n');
   const r = cidlock(['config', 'postfix', '--config', cfg]);
   assert.is(r.status, 0, r.stderr);
-  const [main, master] = r.stdout.split('### master.cf');
-  assert.ok(main!.includes('cidlock_policy = check_policy_service { inet:127.0.0.1:11031, timeout=10s, default_action=DUNNO }'));
-  assert.ok(main!.includes('#cidlock_policy = check_policy_service { inet:127.0.0.1:11031, timeout=10s, { default_action = 451 4.3.5 Policy service unavailable, try again later } }'));
-  assert.ok(main!.includes('cidlock_client = check_client_access socketmap:unix:/run/cidlock/maps.sock:client'));
-  assert.match(main!, /smtpd_relay_restrictions =\n {4}\$cidlock_policy,\n {4}permit_mynetworks,\n {4}permit_sasl_authenticated,/);
-  assert.match(master!, /\nsubmission inet n .* smtpd\n/);
-  for (const o of ['smtpd_tls_ask_ccert=yes', 'smtpd_sasl_type=dovecot', 'smtpd_delay_reject=no', 'smtpd_helo_restrictions=$cidlock_policy,permit', 'smtpd_relay_restrictions=$cidlock_policy,permit_sasl_authenticated,reject']) {
-    assert.ok(master!.includes(`  -o ${o}\n`), o);
-  }
-  assert.is(cidlock(['config', 'postfix', '--nonce', 'x', '--config', cfg]).status, 2);
+  const run = commandsOf(r.stdout);
+  assert.ok(run.includes("postconf -e 'cidlock_policy = check_policy_service { inet:127.0.0.1:11031, timeout=10s, default_action=DUNNO }'"));
+  assert.ok(r.stdout.includes("#postconf -e 'cidlock_client = check_client_access socketmap:unix:/run/cidlock/maps.sock:client'"));
+  assert.ok(run.includes("postconf -M submission/inet='submission inet n - n - - smtpd'"), 'a chrooted smtpd could not reach /run/cidlock');
+  assert.match(r.stdout, /out of a chrooted smtpd's reach/);
+  assert.match(r.stdout, /Over TCP, anyone who reaches the port can ask as if they were Postfix/);
+  assert.match(r.stdout, /listen\.\*\.clients and firewall the port/);
 });
 
-test('examples/postfix/main.cf and master.cf are what the generator prints for the example rules', () => {
-  const r = cidlock(['config', 'postfix', '--config', 'examples/cidlock.yaml']);
-  const [main, master] = r.stdout.split('\n### master.cf\n\n');
-  assert.is(readFileSync(join(repoRoot, 'examples', 'postfix', 'main.cf'), 'utf8'), main);
-  assert.is(readFileSync(join(repoRoot, 'examples', 'postfix', 'master.cf'), 'utf8'), master);
+test('config postfix --format main.cf / master.cf: each file\'s part alone, the optional halves commented in pairs', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'state_dir: ./state\n');
+  const main = cidlock(['config', 'postfix', '--config', cfg, '--format', 'main.cf']);
+  const master = cidlock(['config', 'postfix', '--config', cfg, '--format', 'master.cf']);
+  assert.is(main.status, 0, main.stderr);
+  assert.equal(commandsOf(main.stdout), ['cidlock_policy = check_policy_service { unix:cidlock/policy, timeout=10s, default_action=DUNNO }']);
+  assert.ok(main.stdout.includes('\n#cidlock_client = check_client_access socketmap:unix:cidlock/socketmap:client\n'));
+  assert.not.ok(main.stdout.includes('submission inet'));
+  assert.equal(commandsOf(master.stdout), [
+    'submission inet n       -       y       -       -       smtpd',
+    '  -o syslog_name=postfix/submission',
+    '  -o smtpd_tls_security_level=encrypt',
+    '  -o smtpd_tls_ask_ccert=yes',
+    '  -o smtpd_sasl_auth_enable=yes',
+    '  -o smtpd_sasl_type=dovecot',
+    '  -o smtpd_sasl_path=private/auth',
+    '  -o smtpd_delay_reject=no',
+    '  -o smtpd_helo_required=yes',
+    '  -o smtpd_helo_restrictions=$cidlock_policy,permit',
+    '  -o smtpd_relay_restrictions=$cidlock_policy,permit_sasl_authenticated,reject',
+  ]);
+  assert.ok(master.stdout.includes('\n#  -o smtpd_client_restrictions=$cidlock_client\n#  -o smtpd_sender_restrictions=$cidlock_sasl\n'));
+  assert.match(master.stdout, /It REPLACES an existing "submission inet" entry/);
+  assert.not.ok(master.stdout.includes('cidlock_policy = '));
+  assert.is(cidlock(['config', 'postfix', '--config', cfg, '--format', 'postfix.cf']).status, 2);
+});
+
+test('config postfix: listen.postfix off is refused; socketmap off leaves the tables out', () => {
+  const dir = tempDir();
+  const off = join(dir, 'off.yaml');
+  writeFileSync(off, 'listen:\n  postfix: off\n');
+  const r = cidlock(['config', 'postfix', '--config', off]);
+  assert.is(r.status, 2);
+  assert.is(r.stdout, '');
+  assert.match(r.stderr, 'listen.postfix is off');
+  const noMaps = join(dir, 'nomaps.yaml');
+  writeFileSync(noMaps, 'listen:\n  socketmap: off\n');
+  const m = cidlock(['config', 'postfix', '--config', noMaps]);
+  assert.is(m.status, 0, m.stderr);
+  assert.not.ok(m.stdout.includes('socketmap:unix'));
+  assert.not.ok(m.stdout.includes('cidlock_client'));
+  assert.is(cidlock(['config', 'postfix', '--nonce', 'x', '--config', noMaps]).status, 2);
+});
+
+test('examples/postfix/* are what the generator prints for the example rules', () => {
+  for (const [format, name] of [[undefined, 'cidlock-postfix.sh'], ['main.cf', 'main.cf'], ['master.cf', 'master.cf']] as const) {
+    const r = cidlock(['config', 'postfix', '--config', 'examples/cidlock.yaml', ...(format ? ['--format', format] : [])]);
+    assert.is(r.status, 0, r.stderr);
+    assert.is(readFileSync(join(repoRoot, 'examples', 'postfix', name), 'utf8'), r.stdout, name);
+  }
 });
 
 test.run();

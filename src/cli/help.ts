@@ -95,7 +95,7 @@ EXAMPLES
      curl -s http://127.0.0.1:8426/healthz
 `,
   check: `NAME
-     cidlock check - validate the rules file and registry
+     cidlock check - validate the rules file, the registry and what they expose
 
 SYNOPSIS
      cidlock check [-c FILE]
@@ -104,15 +104,34 @@ DESCRIPTION
      Reads the rules file and reports every problem in one run, each as
      FILE:LINE:COLUMN: KEY.PATH: what was expected. Then prints the
      listeners and the server policy, counts domains and users in the rules,
-     and reads the registry in state_dir (users, users with their own mode,
-     devices). Warnings (valid but probably unintended settings) are printed
-     but do not fail. Nothing is written.
+     reads the registry in state_dir (users, users with their own mode,
+     devices), and says where Dovecot's API key is kept and whether it can
+     be read.
+
+     Warnings (printed, but the check still passes) for what is valid but
+     probably unintended, and for channels into cidlock that are not
+     authenticated:
+       - a Postfix policy or socketmap listener over TCP: that protocol has
+         no password, so any local user (or any host that reaches the port)
+         can send requests as if it were Postfix;
+       - a socket directory other users may enter (cidlock serve refuses
+         it), or one Postfix's group cannot enter;
+       - an admin listener off loopback without admin.token, or Dovecot's
+         key or the admin token crossing the network in clear HTTP;
+       - a rules file every local user can read that holds a key
+         (dovecot.api_key, admin.token, webhook.secret), and a Dovecot key
+         file others can read or the daemon's user cannot.
+
+     The check fails when the audit log (audit.file) could not be written
+     by the daemon's user, taken to be state_dir's owner: at run time the
+     events would be lost. Nothing is written.
 
 OPTIONS
 ${CONFIG}
 
 EXIT STATUS
-     0 when the rules and registry are valid, 1 otherwise, 2 on usage errors.
+     0 when the rules and registry are valid and the audit log is
+     writable, 1 otherwise, 2 on usage errors.
 
 EXAMPLES
      cidlock check -c /etc/cidlock/cidlock.yaml && systemctl reload cidlock
@@ -263,37 +282,80 @@ EXAMPLES
 
 SYNOPSIS
      cidlock config dovecot [--dovecot 2.3|2.4] [--nonce TEXT] [-c FILE]
-     cidlock config postfix [-c FILE]
+     cidlock config postfix [--format commands|main.cf|master.cf]
+                            [--postfix-config DIR] [--queue-directory DIR] [-c FILE]
 
 DESCRIPTION
-     Prints the dovecot.conf settings that send every login to cidlock
-     before the password is checked, filled in from the rules file: the
-     policy URL from listen.dovecot, the API key header from dovecot.api_key,
-     the request attributes cidlock reads, and imap_id_retain = yes so the
-     CID a client sends in the IMAP ID reaches cidlock. Save the output as
-     /etc/dovecot/conf.d/95-cidlock.conf and run "doveadm reload".
+     Both are filled in from the rules file, and refuse (status 2) when the
+     listener they would point at is off.
 
-     The fail-open versus fail-closed choice (auth_policy_reject_on_fail) is
-     printed commented out, with its trade-off.
+     "dovecot" prints the dovecot.conf settings that send every login to
+     cidlock before the password is checked: the policy URL from
+     listen.dovecot, the API key header (dovecot.api_key, else the key kept
+     in state_dir/dovecot.key, created on first use), the request attributes
+     cidlock reads, and imap_id_retain = yes so the CID a client sends in
+     the IMAP ID reaches cidlock. The output holds the key: install it
+     readable by root only, as its first lines say:
+         ... | install -m 600 -o root -g root /dev/stdin \
+               /etc/dovecot/private/cidlock.conf
+         echo '!include_try ../private/cidlock.conf' \
+               > /etc/dovecot/conf.d/95-cidlock.conf
+     Dovecot's config process runs as root and reads it. Not in conf.d
+     itself: Dovecot programs run as another user (dovecot-lda delivering
+     as the mail user, doveadm) read every conf.d/*.conf file and stop at
+     one they cannot read; !include_try lets them skip it. The fail-open
+     versus fail-closed choice (auth_policy_reject_on_fail) is printed
+     commented out, with its trade-off.
 
-     "postfix" prints the main.cf lines (check_policy_service with its
-     default_action, fail-open and fail-closed variants, and the socketmap
-     tables client and sasl, placed before permit_sasl_authenticated), then,
-     after a "### master.cf" line, a submission service on port 587 with TLS,
-     client certificates (smtpd_tls_ask_ccert) and Dovecot SASL.
+     "postfix" prints, by default, a shell script of postconf commands to
+     review and run as root. postconf -e sets one main.cf parameter,
+     -M replaces one master.cf entry, -P sets one option of an entry, each
+     in place: the script changes nothing it does not name, can be run
+     again, "postconf -n" and "postconf -M" show its result, and it first
+     keeps copies of main.cf and master.cf (*.before-cidlock) to undo it.
+     It ends with "postfix check", which must print nothing.
+
+     What it sets: cidlock_policy in main.cf (check_policy_service with
+     default_action=DUNNO, fail-open; the fail-closed variant commented),
+     used only by a submission service (port 587, TLS, client certificates,
+     Dovecot SASL at private/auth) that it creates with postconf -M,
+     REPLACING an existing submission entry and its -o options; skip that
+     one line to keep yours and only add the options. Port 25 never
+     depends on cidlock. cidlock's socketmap tables (client, sasl) are
+     printed commented: a table has no default_action, so while cidlock is
+     down every session of the service that uses one is answered 451 4.3.5;
+     in main.cf (port 25) that would defer all inbound mail.
+
+     Sockets inside Postfix's queue directory (the default:
+     /var/spool/postfix/cidlock) are named relative to it
+     (unix:cidlock/policy), as a chrooted smtpd sees them; a socket
+     elsewhere makes the submission service unchrooted; a TCP listener is
+     printed with a reminder that only its clients list and a firewall
+     protect it.
 
 OPTIONS
      --dovecot VERSION   2.3 (Debian 12, the default) or 2.4 (block syntax,
                          renamed variables, fail_type)
      --nonce TEXT        auth_policy_hash_nonce; default: a fresh random value.
                          Use the same value on every Dovecot server of a cluster.
+     --format FORMAT     commands (the default); main.cf or master.cf print
+                         that file's part alone, for configuration managed
+                         with tools (templates), where editing in place is
+                         not how files change. Install both parts or neither.
+     --postfix-config DIR
+                         Postfix's configuration directory, when it is not
+                         /etc/postfix: printed as postconf -c DIR.
+     --queue-directory DIR
+                         Postfix's queue_directory, when it is not
+                         /var/spool/postfix ("postconf -h queue_directory").
 ${CONFIG}
 
 EXIT STATUS
-     0 success, 2 usage or rules error.
+     0 success, 2 usage or rules error, or the listener is off.
 
 EXAMPLES
-     cidlock config dovecot -c /etc/cidlock/cidlock.yaml > /etc/dovecot/conf.d/95-cidlock.conf
-     cidlock config postfix -c /etc/cidlock/cidlock.yaml
+     cidlock config dovecot -c /etc/cidlock/cidlock.yaml | install -m 600 -o root -g root /dev/stdin /etc/dovecot/private/cidlock.conf
+     cidlock config postfix -c /etc/cidlock/cidlock.yaml > /root/cidlock-postfix.sh
+     less /root/cidlock-postfix.sh && sh /root/cidlock-postfix.sh && postfix reload
 `,
 };

@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, statSync, unlinkSync, unwatchFile, watchFile } from 'node:fs';
+import { statSync, unwatchFile, watchFile } from 'node:fs';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { createAdminServer } from '../admin/server.js';
 import { createEngine, type Engine } from '../core/engine.js';
@@ -12,6 +12,8 @@ import { dovecotApiKey } from '../dovecot-policy/api-key.js';
 import { createDovecotServer } from '../dovecot-policy/server.js';
 import { createPolicyServer } from '../postfix-policy/policy-server.js';
 import { createSocketmapServer } from '../postfix-policy/socketmap-server.js';
+import { allowOnly } from '../net/client-allow-list.js';
+import { listenUnix } from '../net/unix-socket.js';
 import { createOutputs } from './outputs.js';
 
 export interface Daemon {
@@ -24,26 +26,20 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-function removeStaleSocket(path: string): void {
-  try {
-    if (lstatSync(path).isSocket()) unlinkSync(path);
-  } catch {
-    // absent: nothing to remove
-  }
-}
-
-function listen(server: Server, addr: ListenAddress): Promise<string> {
-  if ('path' in addr) removeStaleSocket(addr.path);
+/**
+ * Binds one listener. A UNIX socket (the Postfix default) is protected by its directory and
+ * mode; a TCP listener with `clients` closes every other peer before reading anything.
+ */
+function listen(server: Server, addr: ListenAddress, name: ListenerName, logger: Logger): Promise<string> {
+  if ('path' in addr) return listenUnix(server, addr.path).then(() => `unix:${addr.path}`);
+  if (addr.clients !== undefined) allowOnly(server, addr.clients, logger, name);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    const done = () => {
+    server.listen(addr.port, addr.host, () => {
       server.off('error', reject);
       const a = server.address();
       resolve(typeof a === 'string' ? `unix:${a}` : a === null ? '?' : fmt(a));
-    };
-    // Postfix's smtpd (user postfix) must reach a unix socket: run cidlock in group postfix.
-    if ('path' in addr) server.listen(addr.path, () => { chmodSync(addr.path, 0o660); done(); });
-    else server.listen(addr.port, addr.host, done);
+    });
   });
 }
 
@@ -103,7 +99,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       if (addr === null) continue;
       const server = make[name]();
       track(server);
-      addresses[name] = await listen(server, addr);
+      addresses[name] = await listen(server, addr, name, logger);
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));

@@ -12,7 +12,10 @@ import { cidlock } from '../helpers/cli.js';
 import { httpGet } from '../helpers/daemon.js';
 import { post } from '../helpers/http.js';
 import { imapLogin, smtpSession } from '../helpers/mail-clients.js';
-import { dovecotSnippetFor, freePort, requireTools, serverDir, startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix } from './harness.js';
+import {
+  dovecotSnippetFor, postfixDirs, postfixScriptFor, preparePostfixQueue, requireTools, serverDir, startCidlock, startDovecot, startPostfix,
+  type Cidlock, type Dovecot, type Postfix,
+} from './harness.js';
 
 const FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
 const LAPTOP = 'UUID alice-laptop-0001';
@@ -56,15 +59,18 @@ const setup = () => (setupOnce ??= (async () => {
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   hookPort = (receiver.address() as { port: number }).port;
   dir = serverDir();
-  const ports = { policy: await freePort(), socketmap: await freePort() };
-  cl = await startCidlock(dir, rules(), undefined, ports);
+  // What an operator runs: cidlock's UNIX sockets in Postfix's queue directory.
+  cl = await startCidlock(dir, rules(), undefined, { queue: preparePostfixQueue(dir) });
   const add = cidlock(['devices', 'add', 'alice@example.com', LAPTOP, '--config', cl.cfg]);
   if (add.status !== 0) throw new Error(add.stderr);
   await cl.waitFor((l) => l.event === 'registry_reloaded', 'the new device');
   dv = await startDovecot({ dir, users: USERS, snippet: dovecotSnippetFor(cl.cfg) });
-  const main = cidlock(['config', 'postfix', '--config', cl.cfg]).stdout.split('### master.cf')[0]!;
+  // The client table's main.cf line as generated (commented there: on port 25 it makes inbound mail
+  // depend on cidlock, which this test's service stands in for).
+  const main = postfixScriptFor(cl.cfg, postfixDirs(dir), 'main.cf');
+  const clientTable = main.split('\n').find((l) => l.startsWith('#cidlock_client = '))!.slice(1);
   pf = await startPostfix({
-    dir, saslPath: dv.authSocket, mainExtra: `${main}\nrelay_domains = example.net\n`,
+    dir, saslPath: dv.authSocket, mainExtra: `${clientTable}\nrelay_domains = example.net\n`,
     services: [{ name: 'smtp', options: ['smtpd_client_restrictions=$cidlock_client', 'smtpd_relay_restrictions=permit_sasl_authenticated,reject_unauth_destination'] }],
   });
 })());

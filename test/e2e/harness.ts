@@ -190,6 +190,9 @@ export interface Postfix {
   /** Port of each service, by the name given in `services` ("smtp" for the default one). */
   ports: Record<string, number>;
   smtpPort: number;
+  /** config_directory and queue_directory of this instance. */
+  etc: string;
+  queue: string;
   log(): string;
   stop(): void;
 }
@@ -203,11 +206,56 @@ export interface PostfixService {
   entry?: string;
 }
 
-/** A private Postfix 3.7 instance: own config, queue and data dirs, maillog_file, no chroot, loopback only. */
-export async function startPostfix(o: { dir: string; saslPath: string; mainExtra?: string; services?: PostfixService[] }): Promise<Postfix> {
+/** Where a test's Postfix keeps its configuration and queue, known before it starts. */
+export function postfixDirs(dir: string): { etc: string; queue: string } {
+  return { etc: join(dir, 'postfix', 'etc'), queue: join(dir, 'postfix', 'queue') };
+}
+
+/**
+ * Makes the queue directory as Postfix's own is (root, 0755), so cidlock can create its socket
+ * directory in it before Postfix starts, as on a real host.
+ */
+export function preparePostfixQueue(dir: string): string {
+  const { queue } = postfixDirs(dir);
+  mkdirSync(join(queue, 'private'), { recursive: true });
+  for (const p of [join(dir, 'postfix'), queue]) chmodSync(p, 0o755);
+  // private/ as Postfix makes it, so Dovecot can put its SASL socket there before Postfix starts.
+  chmodSync(join(queue, 'private'), 0o700);
+  execFileSync('chown', ['postfix', join(queue, 'private')]);
+  return queue;
+}
+
+/** Dovecot's SASL listener where Debian's setup puts it, inside the queue: a chrooted smtpd reaches it as private/auth. */
+export const dovecotSaslInQueue = (queue: string) =>
+  `service auth {\n  unix_listener ${queue}/private/auth {\n    mode = 0660\n    user = postfix\n    group = postfix\n  }\n}\n`;
+
+/** Runs a script `cidlock config postfix` printed, as an operator would (sh, set -e inside). */
+export function runPostfixScript(script: string, where: string): string {
+  const file = join(where, `cidlock-postfix-${Date.now()}-${Math.random().toString(36).slice(2)}.sh`);
+  writeFileSync(file, script);
+  const r = spawnSync('sh', [file], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`the generated postfix script failed (${r.status}): ${r.stderr}\n${script}`);
+  return r.stdout + r.stderr;
+}
+
+/**
+ * A private Postfix 3.7 instance: own config, queue and data dirs, maillog_file, loopback only.
+ * Its own services are unchrooted; `configure` runs before start (with main.cf and master.cf
+ * written), e.g. to apply `cidlock config postfix` output, and `configuredPorts` names the ports
+ * of the services it adds.
+ */
+export async function startPostfix(o: {
+  dir: string;
+  saslPath: string;
+  mainExtra?: string;
+  services?: PostfixService[];
+  configure?: (p: { etc: string; queue: string }) => void;
+  configuredPorts?: Record<string, number>;
+}): Promise<Postfix> {
   const d = join(o.dir, 'postfix');
+  const { etc, queue } = postfixDirs(o.dir);
   for (const sub of ['etc', 'queue', 'data']) mkdirSync(join(d, sub), { recursive: true });
-  chmodSync(d, 0o755);
+  for (const p of [d, queue]) chmodSync(p, 0o755);
   execFileSync('chown', ['postfix', join(d, 'data')]);
   const tls = selfSigned(d, 'smtpd', 'mx.example.test');
   const services = o.services ?? [{ name: 'smtp' }];
@@ -219,10 +267,9 @@ export async function startPostfix(o: { dir: string; saslPath: string; mainExtra
     if (svc.entry !== undefined) lines.push(svc.entry.replace('PORT', String(port)));
     else lines.push(`${port} inet n - n - ${svc.maxproc ?? '-'} smtpd ${(svc.options ?? []).map((x) => `-o ${x}`).join(' ')}`);
   }
-  const etc = join(d, 'etc');
   writeFileSync(join(etc, 'main.cf'), `
 compatibility_level = 3.6
-queue_directory = ${d}/queue
+queue_directory = ${queue}
 data_directory = ${d}/data
 maillog_file = ${d}/maillog
 maillog_file_prefixes = ${d}
@@ -270,12 +317,16 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `);
+  o.configure?.({ etc, queue });
+  Object.assign(ports, o.configuredPorts);
   const r = runDaemonStart('postfix', ['-c', etc, 'start'], join(d, 'start.out'));
   if (r.status !== 0) throw new Error(`postfix did not start (${r.status}): ${r.output}`);
   for (const [name, port] of Object.entries(ports)) await waitForPort(port, `postfix ${name}`);
   return {
     ports,
     smtpPort: Object.values(ports)[0]!,
+    etc,
+    queue,
     log: () => (existsSync(join(d, 'maillog')) ? readFileSync(join(d, 'maillog'), 'utf8') : ''),
     stop: () => { spawnSync('postfix', ['-c', etc, 'stop'], { stdio: 'ignore' }); },
   };
@@ -288,18 +339,37 @@ export interface Cidlock extends ServeProcess {
   apiKey: string;
 }
 
+/**
+ * How cidlock's Postfix listeners are reached: UNIX sockets in the queue directory (what an
+ * operator runs: the default, in QUEUE/cidlock), or TCP on loopback, optionally with clients.
+ */
+export type CidlockPostfix = { queue: string } | { policy: number; socketmap: number; clients?: string[] };
+
+function postfixListen(pf: CidlockPostfix | undefined): string {
+  if (pf === undefined) return '  postfix: off\n  socketmap: off\n';
+  if ('queue' in pf) return `  postfix: unix:${pf.queue}/cidlock/policy\n  socketmap: unix:${pf.queue}/cidlock/socketmap\n`;
+  const tcp = (port: number) => (pf.clients === undefined ? `127.0.0.1:${port}` : `{ address: 127.0.0.1:${port}, clients: [${pf.clients.join(', ')}] }`);
+  return `  postfix: ${tcp(pf.policy)}\n  socketmap: ${tcp(pf.socketmap)}\n`;
+}
+
 /** cidlock serve with the given rules, its Dovecot listener on a free loopback port. */
-export async function startCidlock(dir: string, rulesYaml: string, dovecotPort?: number, postfix?: { policy: number; socketmap: number }): Promise<Cidlock> {
+export async function startCidlock(dir: string, rulesYaml: string, dovecotPort?: number, postfix?: CidlockPostfix): Promise<Cidlock> {
   const port = dovecotPort ?? (await freePort());
   const cfg = join(dir, 'cidlock.yaml');
-  const pf = postfix === undefined ? '  postfix: off\n  socketmap: off\n' : `  postfix: 127.0.0.1:${postfix.policy}\n  socketmap: 127.0.0.1:${postfix.socketmap}\n`;
   // The tests read allowed decisions from the log too, not only refusals (the default).
   const log = /^log:/m.test(rulesYaml) ? '' : 'log:\n  decisions: all\n';
-  writeFileSync(cfg, `listen:\n  dovecot: 127.0.0.1:${port}\n  admin: 127.0.0.1:0\n${pf}${log}${rulesYaml}`);
+  writeFileSync(cfg, `listen:\n  dovecot: 127.0.0.1:${port}\n  admin: 127.0.0.1:0\n${postfixListen(postfix)}${log}${rulesYaml}`);
   const serve = startServe(cfg);
   await serve.address('dovecot');
   if (postfix !== undefined) await serve.address('socketmap');
   return Object.assign(serve, { cfg, dovecotPort: port, apiKey: readFileSync(join(dir, 'state', 'dovecot.key'), 'utf8').trim() });
+}
+
+/** `cidlock config postfix` for this cidlock and Postfix, as the commands an operator runs. */
+export function postfixScriptFor(cfg: string, pf: { etc: string; queue: string }, format = 'commands'): string {
+  const r = cidlock(['config', 'postfix', '--config', cfg, '--postfix-config', pf.etc, '--queue-directory', pf.queue, '--format', format]);
+  if (r.status !== 0) throw new Error(`cidlock config postfix failed: ${r.stderr}`);
+  return r.stdout;
 }
 
 /** The dovecot.conf lines exactly as an operator gets them from `cidlock config dovecot`. */

@@ -1,11 +1,15 @@
 // End-to-end: a private Postfix 3.7 (SASL through Dovecot 2.3) asking a real `cidlock serve` over
-// the policy delegation protocol and socketmap, with a real SMTP client presenting self-signed
-// client certificates. Postfix's main.cf and submission service are cidlock's own generated lines.
+// the policy delegation protocol and socketmap over UNIX sockets in Postfix's queue directory, with
+// a real SMTP client presenting self-signed client certificates. Postfix is configured with the
+// postconf commands `cidlock config postfix` prints.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cidlock } from '../helpers/cli.js';
 import { smtpSession, type SmtpResult } from '../helpers/mail-clients.js';
-import { dovecotSnippetFor, freePort, requireTools, selfSigned, serverDir, startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix } from './harness.js';
+import {
+  dovecotSaslInQueue, dovecotSnippetFor, freePort, postfixDirs, postfixScriptFor, preparePostfixQueue, requireTools, runPostfixScript,
+  selfSigned, serverDir, startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix,
+} from './harness.js';
 
 const PW = 'pw-for-tests';
 const USERS = { 'alice@example.com': PW, 'mona@example.com': PW, 'free@example.com': PW, 'nosmtp@example.com': PW };
@@ -35,37 +39,42 @@ const setup = () => (setupOnce ??= doSetup());
 
 async function doSetup(): Promise<void> {
   dir = serverDir();
-  const ports = { policy: await freePort(), socketmap: await freePort() };
-  cl = await startCidlock(dir, RULES, undefined, ports);
+  // What an operator runs: cidlock's UNIX sockets in Postfix's queue directory.
+  const queue = preparePostfixQueue(dir);
+  cl = await startCidlock(dir, RULES, undefined, { queue });
   aliceCert = selfSigned(dir, 'alice-laptop', 'alice-laptop');
   strangerCert = selfSigned(dir, 'stranger', 'stranger');
   const add = cidlock(['devices', 'add', 'alice@example.com', '--cert', aliceCert.cert, '--config', cl.cfg]);
   if (add.status !== 0) throw new Error(add.stderr);
   await cl.waitFor((l) => l.event === 'registry_reloaded', 'the daemon to see the new device');
 
-  // One Dovecot only authenticates (an operator who configured just Postfix); the other also asks cidlock.
+  // One Dovecot only authenticates (an operator who configured just Postfix); the other also asks
+  // cidlock, and serves SASL where the generated submission service looks for it (private/auth).
   plain = await startDovecot({ dir, users: USERS, snippet: '', name: 'dovecot-plain' });
-  withCidlock = await startDovecot({ dir, users: USERS, snippet: dovecotSnippetFor(cl.cfg), name: 'dovecot-cidlock' });
+  withCidlock = await startDovecot({ dir, users: USERS, snippet: `${dovecotSnippetFor(cl.cfg)}\n${dovecotSaslInQueue(queue)}`, name: 'dovecot-cidlock' });
 
-  const generated = cidlock(['config', 'postfix', '--config', cl.cfg]);
-  if (generated.status !== 0) throw new Error(generated.stderr);
-  const [mainCf, masterCf] = generated.stdout.split('### master.cf');
-  const closedLine = mainCf!.split('\n').find((l) => l.startsWith('#cidlock_policy = '))!;
-  const submission = masterCf!.split('\n').filter((l) => l !== '' && !l.startsWith('#')).join('\n')
-    .replace(/^submission inet n {7}- {7}n {7}- {7}- {7}smtpd/, 'PORT inet n - n - - smtpd')
-    .replace('smtpd_sasl_path=private/auth', `smtpd_sasl_path=${withCidlock.authSocket}`);
-  if (!submission.startsWith('PORT inet')) throw new Error(`unexpected generated master.cf:\n${masterCf}`);
+  // The generated commands, verbatim except for the submission port (587 is taken or privileged).
+  const script = postfixScriptFor(cl.cfg, postfixDirs(dir));
+  const submissionPort = await freePort();
+  const onPort = script.replace(/submission\/inet/g, `${submissionPort}/inet`).replace(/'submission inet /g, `'${submissionPort} inet `);
+  // The fail-closed variant under a name of its own, and the sasl table's main.cf half for the
+  // "tables" service below (which uses it, so Postfix has no unused parameter to warn about).
+  const closedLine = script.split('\n').find((l) => l.startsWith('#postconf') && l.includes('cidlock_policy = ') && l.includes('451 4.3.5'))!;
+  const saslLine = script.split('\n').find((l) => l.startsWith('#postconf') && l.includes("-e 'cidlock_sasl = "))!;
   const viaPlain = (restrictions: string) => [`smtpd_sasl_path=${plain.authSocket}`, 'smtpd_tls_ask_ccert=yes', `smtpd_relay_restrictions=${restrictions}`];
   pf = await startPostfix({
     dir,
     saslPath: plain.authSocket,
-    mainExtra: `${mainCf}\n${closedLine.replace('#cidlock_policy', 'cidlock_policy_closed')}\nrelay_domains = example.net\n`,
+    mainExtra: 'relay_domains = example.net\n',
     services: [
       { name: 'rcpt', maxproc: 1, options: viaPlain('$cidlock_policy,permit_sasl_authenticated,reject_unauth_destination') },
       { name: 'closed', options: viaPlain('$cidlock_policy_closed,permit_sasl_authenticated,reject_unauth_destination') },
       { name: 'tables', options: viaPlain('$cidlock_sasl,permit_sasl_authenticated,reject_unauth_destination') },
-      { name: 'submission', entry: submission },
     ],
+    configure: () => {
+      runPostfixScript(`${onPort}\n${closedLine.slice(1).replace('cidlock_policy = ', 'cidlock_policy_closed = ')}\n${saslLine.slice(1)}\n`, dir);
+    },
+    configuredPorts: { submission: submissionPort },
   });
 }
 
@@ -168,7 +177,8 @@ check('6. cidlock stopped: fail-open default_action=DUNNO accepts, fail-closed a
   assert.match(rcptReplies(open)[0] ?? '', /^250 /, `fail-open: the next restrictions decide; got ${JSON.stringify(open)}`);
   const closed = await send('closed', { user: 'alice@example.com', cert: aliceCert });
   assert.match(rcptReplies(closed)[0]!, /^451 4\.3\.5 .*Policy service unavailable/);
-  assert.match(pf.log(), /warning: problem talking to server 127\.0\.0\.1:\d+/);
+  // The socket went with cidlock: Postfix names it as configured, relative to its queue directory.
+  assert.match(pf.log(), /warning: problem talking to server cidlock\/policy/);
   // The socketmap tables have no default_action: a failed lookup defers. REFERENCE.md says 451 4.3.0;
   // Postfix 3.7.11 answers 451 4.3.5 "Server configuration error" for check_sasl_access.
   const table = await send('tables', { user: 'alice@example.com' });

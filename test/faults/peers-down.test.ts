@@ -3,8 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { imapLogin, smtpSession } from '../helpers/mail-clients.js';
-import { dovecotSnippetFor, freePort, requireTools, serverDir, startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix } from '../e2e/harness.js';
-import { cidlock } from '../helpers/cli.js';
+import {
+  dovecotSnippetFor, freePort, postfixDirs, postfixScriptFor, requireTools, serverDir, startCidlock, startDovecot, startPostfix,
+  type Cidlock, type Dovecot, type Postfix,
+} from '../e2e/harness.js';
 
 const FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
 const USERS = { 'alice@example.com': 'alice-pw' };
@@ -19,11 +21,13 @@ let pf: Postfix;
 let setupOnce: Promise<void> | undefined;
 const setup = () => (setupOnce ??= (async () => {
   const dir = serverDir();
-  cl = await startCidlock(dir, 'policy: { mode: enforce }\n', undefined, { policy: await freePort(), socketmap: await freePort() });
+  // The one TCP case among the end-to-end tests: cidlock on another host, reached over the
+  // network with a clients list (here loopback stands in for the network).
+  cl = await startCidlock(dir, 'policy: { mode: enforce }\n', undefined, { policy: await freePort(), socketmap: await freePort(), clients: ['127.0.0.1/32'] });
   const snippet = dovecotSnippetFor(cl.cfg);
   open = await startDovecot({ dir, users: USERS, snippet, name: 'dovecot-open' });
   closed = await startDovecot({ dir, users: USERS, snippet: snippet.replace('#auth_policy_reject_on_fail = yes', 'auth_policy_reject_on_fail = yes'), name: 'dovecot-closed' });
-  const main = cidlock(['config', 'postfix', '--config', cl.cfg]).stdout.split('### master.cf')[0]!;
+  const main = postfixScriptFor(cl.cfg, postfixDirs(dir), 'main.cf');
   const closedLine = main.split('\n').find((l) => l.startsWith('#cidlock_policy = '))!.replace('#cidlock_policy', 'cidlock_policy_closed');
   // Shorter than the generated 10 s so the test does not wait minutes; the behaviour is the same.
   const fast = (l: string) => l.replace('timeout=10s', 'timeout=2s');

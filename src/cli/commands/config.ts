@@ -1,12 +1,28 @@
 import { randomBytes } from 'node:crypto';
+import { isAbsolute } from 'node:path';
 import { dovecotApiKey } from '../../dovecot-policy/api-key.js';
 import { dovecotSnippet, type DovecotVersion } from '../../dovecot-policy/config-snippet.js';
-import { postfixSnippet } from '../../postfix-policy/config-snippet.js';
+import { POSTFIX_FORMATS, PostfixConfigError, postfixConfig, type PostfixFormat } from '../../postfix-policy/config-snippet.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError } from '../args.js';
-import { loadRulesOrExit, type Io } from '../context.js';
+import { ExitError, loadRulesOrExit, type Io } from '../context.js';
 import { HELP } from '../help.js';
 
-const OPTIONS = { ...CONFIG_OPTION, dovecot: { type: 'string' }, nonce: { type: 'string' } } as const;
+const OPTIONS = {
+  ...CONFIG_OPTION,
+  dovecot: { type: 'string' },
+  nonce: { type: 'string' },
+  format: { type: 'string' },
+  'postfix-config': { type: 'string' },
+  'queue-directory': { type: 'string' },
+} as const;
+
+const POSTFIX_ONLY = ['format', 'postfix-config', 'queue-directory'] as const;
+
+function absoluteDir(option: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!isAbsolute(value) || /[\s'"\\]/.test(value)) throw new UsageError(`--${option}: expected an absolute directory path without spaces or quotes, got ${JSON.stringify(value)}`);
+  return value.replace(/(.)\/+$/, '$1');
+}
 
 export function configCommand(argv: string[], io: Io): number {
   const [target, ...rest] = argv;
@@ -14,21 +30,32 @@ export function configCommand(argv: string[], io: Io): number {
   const { values } = parseCommand(rest, OPTIONS, { min: 0, max: 0, names: '' });
   if (values.help) return io.out(HELP.config!), 0;
   if (target !== 'dovecot' && target !== 'postfix') throw new UsageError(`unknown target ${JSON.stringify(target)} (expected dovecot or postfix)`);
+  const file = configPath(values.config);
   if (target === 'postfix') {
     if (values.dovecot !== undefined || values.nonce !== undefined) throw new UsageError('--dovecot and --nonce apply to "config dovecot" only');
-    const file = configPath(values.config);
-    const snippet = postfixSnippet(loadRulesOrExit(file, io), { source: file });
-    io.out(`${snippet.mainCf}
-### master.cf
-
-${snippet.masterCf}`);
+    const format = (values.format ?? 'commands') as PostfixFormat;
+    if (!POSTFIX_FORMATS.includes(format)) throw new UsageError(`--format must be one of ${POSTFIX_FORMATS.join(', ')}`);
+    const opts = {
+      source: file,
+      queueDirectory: absoluteDir('queue-directory', values['queue-directory']),
+      configDirectory: absoluteDir('postfix-config', values['postfix-config']),
+    };
+    const rules = loadRulesOrExit(file, io);
+    try {
+      io.out(postfixConfig(rules, format, opts));
+    } catch (err) {
+      if (err instanceof PostfixConfigError) throw new ExitError(2, `${file}: ${err.message}`);
+      throw err;
+    }
     return 0;
   }
+  for (const o of POSTFIX_ONLY) if (values[o] !== undefined) throw new UsageError(`--${o} applies to "config postfix" only`);
   const version = (values.dovecot ?? '2.3') as DovecotVersion;
   if (version !== '2.3' && version !== '2.4') throw new UsageError('--dovecot must be 2.3 or 2.4');
   if (values.nonce !== undefined && !/^[\x21-\x7e]{8,128}$/.test(values.nonce)) throw new UsageError('--nonce: 8 to 128 printable characters without spaces');
-  const file = configPath(values.config);
   const rules = loadRulesOrExit(file, io);
+  // A URL for a listener that is off would point Dovecot at nothing, or at whatever else took the port.
+  if (rules.listen.dovecot === null) throw new ExitError(2, `${file}: listen.dovecot is off, so there is no policy service for Dovecot to ask; set listen.dovecot (the default is 127.0.0.1:8425) or leave Dovecot's configuration as it is`);
   io.out(dovecotSnippet(rules, { version, nonce: values.nonce ?? randomBytes(16).toString('hex'), apiKey: dovecotApiKey(rules.dovecot, { create: true }), source: file }));
   return 0;
 }
