@@ -118,7 +118,7 @@ check('a dictionary run over many user names from one address is caught', async 
   await imapLogin(dv.imapPort, { user: 'user7@example.com', pass: 'x', starttls: true, localAddress: from });
   const d = decisionsFrom(from).pop()!;
   // user7 has no device, so the lock refuses anyway; the record names the dictionary limit too.
-  assert.equal(d.limit, { rule: 'limits[2]', key: 'address', action: 'reject 1h', count: 3 });
+  assert.equal(d.limit, { rule: 'limits[2]', key: 'address', action: 'reject 1h', count: 3, enforced: true });
 });
 
 check('the owner\'s registered device still logs in while their account is under attack', async () => {
