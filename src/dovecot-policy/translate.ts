@@ -2,7 +2,7 @@ import { parseCid } from '../core/cid.js';
 import { normalizeIp } from '../core/ip.js';
 import { accountName, lowerAscii, MAX_LOGIN_LENGTH } from '../core/login-name.js';
 import type { AuthRequest } from '../core/request.js';
-import { idField, parseClientId } from './client-id.js';
+import { idField, parseImapId } from './imap-id.js';
 
 export type DovecotCommand = 'allow' | 'report';
 
@@ -104,7 +104,7 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
   if (pwhash !== '') req.guessTag = pwhash;
   const rawId = text(b.device_id);
   if (rawId !== '') {
-    const fields = parseClientId(rawId);
+    const fields = parseImapId(rawId);
     const name = idField(fields, ['name']);
     const os = idField(fields, ['os']);
     if (name !== undefined) req.clientName = name;

@@ -15,7 +15,7 @@ import { createEngine } from '../../src/core/engine.js';
 import { fileStore } from '../../src/core/registry/file-store.js';
 import { openRegistry } from '../../src/core/registry/registry.js';
 import { answerFor } from '../../src/dovecot-policy/answer.js';
-import { parseClientId, idField } from '../../src/dovecot-policy/client-id.js';
+import { parseImapId, idField } from '../../src/dovecot-policy/imap-id.js';
 import { createDovecotServer } from '../../src/dovecot-policy/server.js';
 import { translateDovecot } from '../../src/dovecot-policy/translate.js';
 import { parseAttributeBlock } from '../../src/postfix-policy/attributes.js';
@@ -86,7 +86,7 @@ test(`client_id and CID strings: ${PURE} mutated inputs, never a throw, every CI
   const seeds = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl').map((c) => (JSON.parse(c.body) as { device_id: string }).device_id).filter((s) => s !== '');
   for (let i = 0; i < PURE; i++) {
     const raw = mutate(r, r.pick(seeds));
-    const f = parseClientId(raw);
+    const f = parseImapId(raw);
     assert.ok(f.pairs.length <= 64);
     const v = idField(f, ['clientid']);
     if (v !== undefined) {

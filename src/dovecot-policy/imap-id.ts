@@ -3,7 +3,7 @@
  * `"key" "value"` or `"key" NIL` pairs separated by spaces, with `"` and `\` escaped. The client chooses every
  * byte of it, so this parser is lenient but never trusts it: bounded input, bounded output, no exceptions.
  */
-export interface ClientIdFields {
+export interface ImapIdFields {
   /** In order, keys as sent, values unescaped, null for NIL. */
   pairs: Array<[key: string, value: string | null]>;
   /** Input ended inside a string or with a key lacking its value, was cut to the size limit, or had more pairs than kept. */
@@ -42,9 +42,9 @@ function nextSpace(s: string, from: number): number {
   return at < 0 ? s.length : at;
 }
 
-/** Parses Dovecot's %{client_id}. Never throws; bounded and linear in the (capped) input length. */
-export function parseClientId(raw: string): ClientIdFields {
-  const fields: ClientIdFields = { pairs: [], truncated: false, malformed: false };
+/** Parses the IMAP ID list Dovecot forwards as %{client_id}. Never throws; bounded and linear in the (capped) input length. */
+export function parseImapId(raw: string): ImapIdFields {
+  const fields: ImapIdFields = { pairs: [], truncated: false, malformed: false };
   let s = raw;
   if (s.length > MAX_INPUT) {
     s = s.slice(0, MAX_INPUT);
@@ -140,7 +140,7 @@ export function parseClientId(raw: string): ClientIdFields {
 }
 
 /** First value of the first of `names` present (case-insensitive key match), or undefined; NIL values count as absent. */
-export function idField(fields: ClientIdFields, names: readonly string[]): string | undefined {
+export function idField(fields: ImapIdFields, names: readonly string[]): string | undefined {
   for (const name of names) {
     const wanted = asciiLower(name);
     // Only the first occurrence counts: a later repeat must not override what the client said first.

@@ -1,10 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { idField, parseClientId, type ClientIdFields } from '../src/dovecot-policy/client-id.js';
+import { idField, parseImapId, type ImapIdFields } from '../src/dovecot-policy/imap-id.js';
 import { parseCid } from '../src/core/cid.js';
 import { readDovecotCapture } from './helpers/paths.js';
 
-type Pairs = ClientIdFields['pairs'];
+type Pairs = ImapIdFields['pairs'];
 
 function deviceIds(name: string): string[] {
   return readDovecotCapture(name).map((c) => {
@@ -14,8 +14,8 @@ function deviceIds(name: string): string[] {
   });
 }
 
-function parsed(raw: string, pairs: Pairs, flags: { truncated?: boolean; malformed?: boolean } = {}): ClientIdFields {
-  const f = parseClientId(raw);
+function parsed(raw: string, pairs: Pairs, flags: { truncated?: boolean; malformed?: boolean } = {}): ImapIdFields {
+  const f = parseImapId(raw);
   assert.equal(f.pairs, pairs, `pairs of ${JSON.stringify(raw.slice(0, 80))}`);
   assert.is(f.truncated, flags.truncated ?? false, `truncated of ${JSON.stringify(raw.slice(0, 80))}`);
   assert.is(f.malformed, flags.malformed ?? false, `malformed of ${JSON.stringify(raw.slice(0, 80))}`);
@@ -37,11 +37,11 @@ test('capture: imap and pop3', () => {
   const expected: Pairs[] = [THUNDERBIRD, THUNDERBIRD, ESCAPED, ESCAPED, [], [], [], [], [], []];
   assert.is(ids.length, expected.length);
   ids.forEach((raw, n) => parsed(raw, expected[n]!));
-  const first = parseClientId(ids[0]!);
+  const first = parseImapId(ids[0]!);
   assert.is(idField(first, ['clientid']), 'UUID 23bf83be-aad7-46aa-9e0f-39191ccf402f');
   const cid = parseCid(idField(first, ['clientid'])!);
   assert.ok(cid.ok);
-  const escaped = parseClientId(ids[2]!);
+  const escaped = parseImapId(ids[2]!);
   assert.is(idField(escaped, ['clientid']), 'UUID a"b\\c');
   assert.is(idField(escaped, ['name']), undefined);
   assert.ok(parseCid(idField(escaped, ['clientid'])!).ok);
@@ -188,7 +188,7 @@ test('repeated key: both kept, first wins in idField', () => {
 test('100 KB input is cut, does not throw, returns fast', () => {
   const big = `"clientid" "UUID x" "name" "${'a'.repeat(100 * 1024)}"`;
   const t0 = performance.now();
-  const f = parseClientId(big);
+  const f = parseImapId(big);
   assert.ok(performance.now() - t0 < 100);
   assert.equal(f.pairs, [['clientid', 'UUID x']]);
   assert.ok(f.truncated);
@@ -196,7 +196,7 @@ test('100 KB input is cut, does not throw, returns fast', () => {
 
   const junk = ' \\"'.repeat(40_000);
   const t1 = performance.now();
-  const g = parseClientId(junk);
+  const g = parseImapId(junk);
   assert.ok(performance.now() - t1 < 100);
   assert.equal(g.pairs, []);
   assert.ok(g.truncated);
@@ -204,7 +204,7 @@ test('100 KB input is cut, does not throw, returns fast', () => {
 
 test('1000 pairs are capped at 64', () => {
   const raw = Array.from({ length: 1000 }, (_, n) => `"k${n}" "v${n}"`).join(' ');
-  const f = parseClientId(raw);
+  const f = parseImapId(raw);
   assert.is(f.pairs.length, 64);
   assert.equal(f.pairs[0], ['k0', 'v0']);
   assert.equal(f.pairs[63], ['k63', 'v63']);
@@ -212,7 +212,7 @@ test('1000 pairs are capped at 64', () => {
   assert.not.ok(f.malformed);
 
   const exact = Array.from({ length: 64 }, (_, n) => `"k${n}" NIL`).join(' ');
-  const g = parseClientId(`${exact} `);
+  const g = parseImapId(`${exact} `);
   assert.is(g.pairs.length, 64);
   assert.not.ok(g.truncated);
 });
@@ -220,7 +220,7 @@ test('1000 pairs are capped at 64', () => {
 test('never throws on assorted hostile input', () => {
   const samples = ['\\', '\\\\', '"\\"', ')', '(', 'NIL', '" "', '"a" "b" "', '\u0000"\u0000"', '\ud800"k" "v"', '"\ud800" "v"'];
   for (const s of samples) {
-    const f = parseClientId(s);
+    const f = parseImapId(s);
     assert.ok(Array.isArray(f.pairs));
   }
   let seed = 7;
@@ -232,13 +232,13 @@ test('never throws on assorted hostile input', () => {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
       s += alphabet[seed % alphabet.length];
     }
-    const f = parseClientId(s);
+    const f = parseImapId(s);
     assert.ok(f.pairs.length <= 64);
   }
 });
 
 test('idField: case-insensitive lookup', () => {
-  const f = parseClientId('"Name" "Thunderbird" "CLIENTID" "UUID x"');
+  const f = parseImapId('"Name" "Thunderbird" "CLIENTID" "UUID x"');
   assert.is(idField(f, ['name']), 'Thunderbird');
   assert.is(idField(f, ['ClientId']), 'UUID x');
   assert.is(idField(f, ['version']), undefined);
@@ -247,29 +247,29 @@ test('idField: case-insensitive lookup', () => {
 
 test('idField: ASCII-only case folding', () => {
   // KELVIN SIGN lowercases to "k" under Unicode rules; it must not match a "k" key.
-  const f = parseClientId('"\u212Aey" "v"');
+  const f = parseImapId('"\u212Aey" "v"');
   assert.is(idField(f, ['key']), undefined);
   assert.is(idField(f, ['\u212Aey']), 'v');
 });
 
 test('idField: order of names is respected', () => {
-  const f = parseClientId('"x-cid" "UUID b" "clientid" "UUID a"');
+  const f = parseImapId('"x-cid" "UUID b" "clientid" "UUID a"');
   assert.is(idField(f, ['clientid', 'x-cid']), 'UUID a');
   assert.is(idField(f, ['x-cid', 'clientid']), 'UUID b');
   assert.is(idField(f, ['absent', 'x-cid']), 'UUID b');
 });
 
 test('idField: NIL counts as absent', () => {
-  const f = parseClientId('"clientid" NIL "x-cid" "UUID b"');
+  const f = parseImapId('"clientid" NIL "x-cid" "UUID b"');
   assert.is(idField(f, ['clientid']), undefined);
   assert.is(idField(f, ['clientid', 'x-cid']), 'UUID b');
 });
 
 test('idField: first occurrence of a repeated key', () => {
-  const f = parseClientId('"clientid" "UUID a" "clientid" "UUID b"');
+  const f = parseImapId('"clientid" "UUID a" "clientid" "UUID b"');
   assert.is(idField(f, ['clientid']), 'UUID a');
   // A NIL first occurrence is not overridden by a later value.
-  const g = parseClientId('"clientid" NIL "clientid" "UUID b"');
+  const g = parseImapId('"clientid" NIL "clientid" "UUID b"');
   assert.is(idField(g, ['clientid']), undefined);
 });
 
