@@ -102,18 +102,18 @@ test('memory is bounded: counters are capped and evictions counted', () => {
   assert.is(d.recentRefusals('r@x')[19]!.at, '29');
 });
 
-function engineWith(yaml: string) {
+async function engineWith(yaml: string) {
   const rules = rulesFrom(yaml);
   const events: SecurityEvent[] = [];
   let now = T0;
-  const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger: jsonLogger(() => {}), now: () => now, events: { emit: (e) => events.push(e) } });
+  const engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger: jsonLogger(() => {}), now: () => now, events: { emit: (e) => events.push(e) } });
   return { engine, events, tick: (ms: number) => { now += ms; } };
 }
 const imap = (over: Partial<AuthRequest> = {}): AuthRequest => ({ protocol: 'imap', user: 'alice@example.com', remote: '203.0.113.50', tls: true, certFingerprints: [], stage: 'before_auth', ...over });
 
-test('engine: limits turn allow into delay then reject, in enforce; monitor only notes them; off ignores them', () => {
+test('engine: limits turn allow into delay then reject, in enforce; monitor only notes them; off ignores them', async () => {
   const limits = 'limits:\n  - { key: address, failures: 3, window: 10m, then: delay 4s }\n  - { key: address, failures: 6, window: 10m, then: reject 1h }\n';
-  const s = engineWith(`policy: { mode: enforce, protocols: { imap: allow } }\nusers:\n  mon@example.com: { mode: monitor }\n  off@example.com: { mode: off }\n${limits}`);
+  const s = await engineWith(`policy: { mode: enforce, protocols: { imap: allow } }\nusers:\n  mon@example.com: { mode: monitor }\n  off@example.com: { mode: off }\n${limits}`);
   const fail = () => s.engine.reportFailure(imap({ user: `guess${Math.random()}@example.com` }), { policyReject: false });
   for (let i = 0; i < 3; i++) fail();
   const d = s.engine.decide(imap());
@@ -134,8 +134,8 @@ test('engine: limits turn allow into delay then reject, in enforce; monitor only
   assert.is(s.engine.addressVerdict('203.0.113.50')!.action, 'reject');
 });
 
-test('engine: unknown devices are audited each time and alert once past the threshold', () => {
-  const s = engineWith('policy: { mode: enforce }\nalerts: { unknown_device: { attempts: 3, window: 1h } }\nlimits: []\n');
+test('engine: unknown devices are audited each time and alert once past the threshold', async () => {
+  const s = await engineWith('policy: { mode: enforce }\nalerts: { unknown_device: { attempts: 3, window: 1h } }\nlimits: []\n');
   for (let i = 0; i < 5; i++) s.engine.decide(imap({ cid: { type: 'UUID', token: `stranger-${i}` }, clientName: 'Evil Mail' }));
   const refused = s.events.filter((e) => e.event === 'unknown_device_refused');
   assert.is(refused.length, 5);

@@ -3,6 +3,7 @@ import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type Rules } from '../core/rules/types.js';
 import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry, type Registry } from '../core/registry/registry.js';
+import { becomeStateOwner } from '../core/state-owner.js';
 import { openAuditLog } from '../alerts/audit-log.js';
 import type { SecurityEvent } from '../alerts/events.js';
 
@@ -35,7 +36,12 @@ export function loadRulesOrExit(file: string, io: Io, status = 2): Rules {
   return r.rules;
 }
 
-export function openRegistryFor(rules: Rules, create: boolean): Registry {
+/**
+ * Opens the registry for a command. Commands that change it run from here on as state_dir's owner
+ * when started as root (see becomeStateOwner): call this after reading the rules and input files.
+ */
+export async function openRegistryFor(rules: Rules, create: boolean): Promise<Registry> {
+  if (create) becomeStateOwner(rules.stateDir);
   return openRegistry(fileStore(rules.stateDir), { create });
 }
 

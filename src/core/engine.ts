@@ -182,35 +182,35 @@ export function createEngine(opts: EngineOptions): Engine {
       const d = decision ?? decide(req, { rules, registry, vouches, now: now() });
       stats.successes++;
       const out: SuccessOutcome = { vouched: false };
-      let device = d.proven;
-      if (d.learn !== undefined) {
-        const input = d.learn.kind === 'cid'
-          ? { kind: 'cid' as const, cid: d.learn.cid, label: d.learn.label }
-          : { kind: 'cert' as const, fingerprint: d.learn.fingerprint, label: d.learn.label };
-        let r;
-        try {
-          r = registry.add(req.user, input, 'learn', { maxDevices: d.learn.maxDevices, now: new Date(now()) });
-        } catch (err) {
+      const vouch = (device: string): boolean => {
+        if (req.remote === null) return false;
+        const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
+        vouches.add(req.user, req.remote, { at: now(), device }, ttl);
+        return ttl > 0;
+      };
+      const learn = d.learn;
+      if (learn !== undefined) {
+        const input = learn.kind === 'cid'
+          ? { kind: 'cid' as const, cid: learn.cid, label: learn.label }
+          : { kind: 'cert' as const, fingerprint: learn.fingerprint, label: learn.label };
+        // Fire and forget: the registration may wait for the registry lock and always for an fsync,
+        // which must never hold up this request. The learned device vouches once it is stored.
+        registry.add(req.user, input, 'learn', { maxDevices: learn.maxDevices, now: new Date(now()) }).then((r) => {
+          const id = r.status === 'full' ? (learn.kind === 'cid' ? learn.hashPrefix : learn.fingerprint.slice(0, 12)) : r.device.id;
+          learnedTotal?.inc({ status: r.status });
+          if (r.status === 'added') {
+            events.emit({ event: 'device_registered', user: req.user, device: id, kind: r.device.kind, type: r.device.type, source: 'learn', label: r.device.label, remote: req.remote });
+          } else if (r.status === 'full') {
+            logger.log('warn', 'device_learn_refused', { user: req.user, device: id, note: 'max_devices reached meanwhile' });
+          }
+          if (r.status !== 'full') vouch(r.device.id);
+        }, (err: unknown) => {
           // The login already succeeded; only the registration is lost. Decisions go on from memory.
           writeErrors?.inc();
           logger.log('error', 'registry_write_failed', { user: req.user, error: (err as Error).message });
-          return out;
-        }
-        const id = r.status === 'full' ? (d.learn.kind === 'cid' ? d.learn.hashPrefix : d.learn.fingerprint.slice(0, 12)) : r.device.id;
-        out.learned = { device: id, status: r.status };
-        learnedTotal?.inc({ status: r.status });
-        if (r.status === 'added') {
-          events.emit({ event: 'device_registered', user: req.user, device: id, kind: r.device.kind, type: r.device.type, source: 'learn', label: r.device.label, remote: req.remote });
-        } else if (r.status === 'full') {
-          logger.log('warn', 'device_learn_refused', { user: req.user, device: id, note: 'max_devices reached meanwhile' });
-        }
-        if (r.status !== 'full') device = r.device.id;
+        });
       }
-      if (device !== undefined && req.remote !== null) {
-        const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
-        vouches.add(req.user, req.remote, { at: now(), device }, ttl);
-        out.vouched = ttl > 0;
-      }
+      if (d.proven !== undefined) out.vouched = vouch(d.proven);
       return out;
     },
     reportFailure(req, info) {

@@ -11,7 +11,7 @@ export function formatListen(a: ListenAddress | null): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
-export function checkCommand(argv: string[], io: Io): number {
+export async function checkCommand(argv: string[], io: Io): Promise<number> {
   const { values } = parseCommand(argv, CONFIG_OPTION, { min: 0, max: 0, names: '' });
   if (values.help) return io.out(HELP.check!), 0;
   const file = configPath(values.config);
@@ -30,7 +30,7 @@ export function checkCommand(argv: string[], io: Io): number {
   io.out(`  domains:   ${rules.domains.size}`);
   io.out(`  users:     ${rules.users.size} in the rules file`);
   try {
-    const reg = openRegistryFor(rules, false);
+    const reg = await openRegistryFor(rules, false);
     const size = reg.size();
     let withMode = 0;
     for (const u of reg.users()) if (reg.settings(u).mode !== undefined) withMode++;
