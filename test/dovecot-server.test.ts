@@ -93,6 +93,8 @@ test('learn mode: a successful report registers the device; the next unknown dev
     assert.is((await post(s.port, '/?command=allow', mk('UUID first', 's1'))).body, '{"status":0}');
     const report = JSON.parse(mk('UUID first', 's1'));
     await post(s.port, '/?command=report', JSON.stringify({ ...report, success: true, policy_reject: false }));
+    // The registration follows the report's answer (lock, fsync): wait for it.
+    for (let i = 0; i < 500 && s.engine.registry.deviceCount('carol@example.com') === 0; i++) await new Promise((r) => setTimeout(r, 10));
     const dev = s.engine.registry.findCid('carol@example.com', { type: 'UUID', token: 'first' });
     assert.ok(dev);
     assert.is(dev!.source, 'learn');

@@ -371,6 +371,17 @@ test('no registry operation holds the event loop: load, bulk write, catch-up, co
   for (const [k, v] of Object.entries(stalls)) assert.ok(v < 100, `${k} held the event loop for ${v.toFixed(1)} ms`);
 });
 
+test('a reader opened before any secret existed matches the CIDs another process registers later', async () => {
+  const dir = tempDir();
+  const reader = await open(dir, false);
+  assert.is(reader.cidHash(LAPTOP), null);
+  const writer = await open(dir);
+  await writer.add('a@b.c', { kind: 'cid', cid: LAPTOP }, 'admin');
+  assert.is(await reader.refresh(), true);
+  assert.ok(reader.findCid('a@b.c', LAPTOP), 'the secret that came with the first registration was not read');
+  assert.is(reader.cidHash(LAPTOP), writer.cidHash(LAPTOP));
+});
+
 test('import: one device per line, all-or-nothing with line numbers', async () => {
   const ok = parseImport('# devices\nAlice@Example.com UUID 23bf laptop at home\n\nbob@example.com --cert 28:FC:DF:A5:4B:CC:0A:58:DD:FC:1B:CD:14:42:BB:99:42:10:5A:5F:C8:36:79:0F:2C:9C:1F:0C:62:FC:2F:E4 phone\n', 'f');
   assert.ok(ok.ok);

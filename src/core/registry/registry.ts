@@ -221,13 +221,24 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
     useSecret(nextSecret);
     notify({ kind: 'reset' });
   };
+  // The first registration anywhere creates the secret: until this process has read it, no CID
+  // can match. It is looked for on every catch-up (before and after the entries, which may be
+  // the ones that came with it), and failing to read it fails the catch-up, every time.
+  const findSecret = async (): Promise<boolean> => {
+    if (secret !== null) return false;
+    const next = await store.secret(false);
+    if (next !== null) useSecret(next);
+    return next !== null;
+  };
   const catchUp = async (): Promise<boolean> => {
-    if (!(await store.changedSince(cursor))) return false;
+    const found = await findSecret();
+    if (!(await store.changedSince(cursor))) return found;
     // Entries are applied to the live index as they are read, a slice at a time; if reading fails
     // half-way, the cursor stays put and the retry replays them, which changes nothing.
     const next = await store.readSince(cursor, applyLive);
-    if (next === null) await rebuild();
-    else cursor = next;
+    if (next === null) return await rebuild(), true;
+    cursor = next;
+    await findSecret();
     return true;
   };
   /** Plans operations on the freshest state under the lock, then makes them durable before applying. */
