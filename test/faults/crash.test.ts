@@ -97,7 +97,7 @@ test(`${CYCLES} kill -9 cycles of learn registrations, CLI edits and compactions
       // Several CLI edits racing each other and the kill; an exit status of 0 is the acknowledgement.
       const runs = await Promise.all(Array.from({ length: 4 }, async (_, k) => {
         const token = `cli${cycle}-${k}`;
-        const r = await cliAdd(cfg, token, calibration.ms * (0.3 + Math.random() * 1.2));
+        const r = await cliAdd(cfg, token, calibration.ms * (0.3 + Math.random() * 3));
         if (r.code === 0) acked.push({ user: 'cli@example.com', token });
         return r;
       }));
