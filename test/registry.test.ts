@@ -331,21 +331,37 @@ test('refreshes and changes in one process never overlap: concurrent calls run o
   assert.equal((await open(dir, false)).size(), reg.size());
 });
 
-/** The longest the event loop went without running a 2 ms timer while `work` ran. */
+/** Milliseconds this process's main thread has waited, runnable, for a CPU (Linux); 0 elsewhere. */
+function cpuWaitMs(): number {
+  try {
+    return Number(readFileSync('/proc/self/schedstat', 'utf8').split(' ')[1]) / 1e6;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * The longest the event loop went without running a 2 ms timer while `work` ran, less the time
+ * the thread spent waiting for a CPU meanwhile: other processes sharing the cores are not the
+ * registry's doing, a slice of work that does not yield is.
+ */
 async function longestStall(work: () => Promise<unknown>): Promise<number> {
   let last = performance.now();
+  let lastWait = cpuWaitMs();
   let worst = 0;
   const t = setInterval(() => {
     const now = performance.now();
-    worst = Math.max(worst, now - last);
+    const wait = cpuWaitMs();
+    worst = Math.max(worst, now - last - (wait - lastWait));
     last = now;
+    lastWait = wait;
   }, 2);
   try {
     await work();
   } finally {
     clearInterval(t);
   }
-  return Math.max(worst, performance.now() - last);
+  return Math.max(worst, performance.now() - last - (cpuWaitMs() - lastWait));
 }
 
 test('no registry operation holds the event loop: load, bulk write, catch-up, compaction and rebuild all yield', async () => {
