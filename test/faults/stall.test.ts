@@ -191,14 +191,6 @@ async function phase(name: string, work: () => Promise<void>): Promise<void> {
   const r = { probes: got.length, dovecot: stats(got.map((s) => s.dovecot)), postfix: stats(got.map((s) => s.postfix)), loop, seconds: +((Date.now() - t) / 1000).toFixed(1) };
   results[name] = r;
   process.stdout.write(`\n  ${name}: ${r.probes} probes in ${r.seconds} s; dovecot max ${r.dovecot.max} ms p99 ${r.dovecot.p99} ms; postfix max ${r.postfix.max} ms p99 ${r.postfix.p99} ms; daemon event loop stalled ${loopText}\n`);
-  if (process.env.STALL_DEBUG) {
-    const w = got.reduce((a, x) => (x.dovecot > a.dovecot ? x : a), got[0]!);
-    process.stdout.write(`  worst sample at +${w.at - t} ms (${w.dovecot.toFixed(1)} ms)\n`);
-    for (const l of daemon.lines) {
-      const at = Date.parse(String(l.ts));
-      if (Math.abs(at - w.at) < 700 && l.event !== 'postfix_connection' && l.event !== 'postfix_connection_closed') process.stdout.write(`    ${at - w.at} ${JSON.stringify(l)}\n`);
-    }
-  }
   assert.ok(got.length >= 20, `only ${got.length} probes answered during ${name}`);
   const why = `the daemon's event loop stalled ${loopText}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} cores`;
   assert.ok(r.dovecot.max < BOUND_MS, `${name}: a Dovecot request waited ${r.dovecot.max} ms (bound ${BOUND_MS} ms; ${why})`);

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
  * on 2 cores with 1M devices (test/faults/stall.test.ts), 10 ms slices keep the longest wait far
  * below that, and a whole re-read takes only a little longer than in one go.
  */
-export const SLICE_MS = 10;
+export const SLICE_MS = 5;
 
 export interface Slicer {
   /** Whether the current slice is used up: then `await pause()`. */
