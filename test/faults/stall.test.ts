@@ -3,6 +3,10 @@
 // compaction after it, a CLI removal, the daemon's own learn registrations queued behind an
 // import's lock) and no Postfix client flooding its socket during a tarpit may hold up other
 // requests by more than 100 ms. A probe asks both ports every ~10 ms and records every latency.
+// Each phase also reports the daemon's own longest event-loop stall, how much of it was spent
+// waiting for a CPU, and its longest GC pause: on a shared 2-core machine a slow probe can be
+// another process's doing, and the numbers say whose. The registry is generated once and cached
+// (test/helpers/big-registry.ts).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
@@ -198,7 +202,7 @@ async function phase(name: string, work: () => Promise<void>): Promise<void> {
 }
 
 const reloadsAfter = (t: number, pred: (l: Record<string, unknown>) => boolean = () => true) =>
-  daemon.lines.filter((l) => l.event === 'registry_reloaded' && Date.parse(String(l.ts ?? l.time ?? '')) >= t && pred(l)).length;
+  daemon.lines.filter((l) => l.event === 'registry_reloaded' && Date.parse(String(l.ts)) >= t && pred(l)).length;
 
 /** The verdict the running daemon gives a device right now. */
 const verdict = async (user: string, cid: { type: string; token: string }) =>
@@ -314,8 +318,11 @@ test('(c) a device removed with the CLI', async () => {
     const r = await run([CIDLOCK, 'devices', 'remove', bigUser(7), deviceId(cid), '--config', cfg]);
     assert.is(r.status, 0, r.stderr);
     await until(() => reloadsAfter(t) > 0, 'the daemon to see the removal');
+    for (const deadline = Date.now() + 5000; (await verdict(bigUser(7), cid)) !== '{"status":-1,"msg":""}';) {
+      if (Date.now() > deadline) throw new Error('the removed device is still accepted');
+      await sleep(50);
+    }
   });
-  assert.is(await verdict(bigUser(7), cid), '{"status":-1,"msg":""}');
 });
 
 test('(d) learn-mode registrations while an import holds the lock', async () => {
