@@ -190,8 +190,8 @@ async function phase(name: string, work: () => Promise<void>): Promise<void> {
   // The daemon's own longest event-loop stall in the phase, as its monitor reported it.
   const worst = daemon.lines.filter((l) => l.event === 'test_loop_delay' && Date.parse(String(l.ts)) >= t).reduce((a, l) => (Number(l.max_ms) > Number(a.max_ms) ? l : a), { max_ms: 0, ran_ms: 0, waited_ms: 0 } as Record<string, unknown>);
   const loop = Number(worst.max_ms);
-  const gc = Math.max(0, ...daemon.lines.filter((l) => l.event === 'test_loop_delay' && Date.parse(String(l.ts)) >= t).map((l) => Number(l.gc_ms)));
-  const loopText = `${loop} ms at most (of which it ran ${worst.ran_ms} ms and waited ${worst.waited_ms} ms for a CPU; longest GC pause ${gc.toFixed(1)} ms); this process stalled ${selfStall.toFixed(1)} ms at most`;
+  const gc = daemon.lines.filter((l) => l.event === 'test_loop_delay' && Date.parse(String(l.ts)) >= t).reduce((a, l) => (Number(l.gc_ms) > Number(a.gc_ms) ? l : a), { gc_ms: 0, gc_kind: '' } as Record<string, unknown>);
+  const loopText = `${loop} ms at most (of which it ran ${worst.ran_ms} ms and waited ${worst.waited_ms} ms for a CPU; longest GC pause ${Number(gc.gc_ms).toFixed(1)} ms${gc.gc_kind ? `, ${gc.gc_kind}` : ''}); this process stalled ${selfStall.toFixed(1)} ms at most`;
   const r = { probes: got.length, dovecot: stats(got.map((s) => s.dovecot)), postfix: stats(got.map((s) => s.postfix)), loop, seconds: +((Date.now() - t) / 1000).toFixed(1) };
   results[name] = r;
   process.stdout.write(`\n  ${name}: ${r.probes} probes in ${r.seconds} s; dovecot max ${r.dovecot.max} ms p99 ${r.dovecot.p99} ms; postfix max ${r.postfix.max} ms p99 ${r.postfix.p99} ms; daemon event loop stalled ${loopText}\n`);

@@ -19,8 +19,15 @@ function schedstat(): [number, number] | null {
 
 // Garbage collection pauses the main thread too: the longest pause per report.
 let gcWorst = 0;
+let gcKind = '';
+// perf_hooks' NODE_PERFORMANCE_GC_* kinds: 1 minor (scavenge), 2 major (mark-compact), 4 incremental, 8 weak callbacks.
+const KINDS: Record<number, string> = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
 new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) gcWorst = Math.max(gcWorst, e.duration);
+  for (const e of list.getEntries()) {
+    if (e.duration <= gcWorst) continue;
+    gcWorst = e.duration;
+    gcKind = KINDS[(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0] ?? 'other';
+  }
 }).observe({ entryTypes: ['gc'] });
 
 let last = performance.now();
@@ -37,7 +44,8 @@ setInterval(() => {
   lastSched = sched;
 }, EVERY_MS).unref();
 setInterval(() => {
-  process.stdout.write(`${JSON.stringify({ ts: new Date().toISOString(), event: 'test_loop_delay', max_ms: +worst.gap.toFixed(1), ran_ms: +worst.ran.toFixed(1), waited_ms: +worst.waited.toFixed(1), gc_ms: +gcWorst.toFixed(1) })}\n`);
+  process.stdout.write(`${JSON.stringify({ ts: new Date().toISOString(), event: 'test_loop_delay', max_ms: +worst.gap.toFixed(1), ran_ms: +worst.ran.toFixed(1), waited_ms: +worst.waited.toFixed(1), gc_ms: +gcWorst.toFixed(1), gc_kind: gcKind })}\n`);
   worst = { gap: 0, ran: 0, waited: 0 };
   gcWorst = 0;
+  gcKind = '';
 }, 200).unref();
