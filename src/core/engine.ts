@@ -204,7 +204,7 @@ export function createEngine(opts: EngineOptions): Engine {
             logger.log('warn', 'device_learn_refused', { user: req.user, device: id, note: 'max_devices reached meanwhile' });
           }
           if (r.status !== 'full') vouch(r.device.id);
-        }, (err: unknown) => {
+        }).catch((err: unknown) => {
           // The login already succeeded; only the registration is lost. Decisions go on from memory.
           writeErrors?.inc();
           logger.log('error', 'registry_write_failed', { user: req.user, error: (err as Error).message });
