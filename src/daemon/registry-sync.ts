@@ -32,17 +32,17 @@ export function startRegistrySync(o: { registry: Registry; logger: Logger; metri
     if (c.kind === 'reset') rebuilt = true;
   });
 
+  let retryMs = interval;
   const schedule = (ms: number) => {
     if (stopped) return;
-    timer = setTimeout(poll, ms);
+    timer = setTimeout(() => void poll(), ms);
     timer.unref();
   };
-  let retryMs = interval;
   // The next poll is scheduled only once this one settled: two refreshes never run at once.
-  const poll = (): void => {
+  const poll = async (): Promise<void> => {
     rebuilt = false;
-    o.registry.refresh().then((changed) => {
-      if (changed) {
+    try {
+      if (await o.registry.refresh()) {
         const size = o.registry.size();
         o.logger.log('info', 'registry_reloaded', { devices: size.devices, users: size.users, ...(rebuilt ? { rebuilt: true } : {}) });
       }
@@ -51,14 +51,14 @@ export function startRegistrySync(o: { registry: Registry; logger: Logger; metri
       lastError = null;
       retryMs = interval;
       schedule(interval);
-    }, (err: unknown) => {
+    } catch (err) {
       ok = false;
       lastError = (err as Error).message;
       errors.inc();
       o.logger.log('error', 'registry_reload_failed', { error: lastError, retry_in_ms: retryMs, note: 'changes made since the last successful read are not in force; /readyz fails until it succeeds' });
       schedule(retryMs);
       retryMs = Math.min(MAX_RETRY_MS, retryMs * 2);
-    });
+    }
   };
   schedule(interval);
 
