@@ -18,24 +18,24 @@ import { peakRssMb, pinSelf, SERVER_CORE } from './lib.js';
 const here = fileURLToPath(import.meta.url);
 const DEVICES_PER_USER = 5;
 
-function build(dir: string, users: number): number {
-  const reg = openRegistry(fileStore(dir), { create: true });
+async function build(dir: string, users: number): Promise<number> {
+  const reg = await openRegistry(fileStore(dir), { create: true });
   const t = performance.now();
   for (let start = 0; start < users; start += 20_000) {
     const items = [];
     for (let u = start; u < Math.min(users, start + 20_000); u++) {
       for (let d = 0; d < DEVICES_PER_USER; d++) items.push({ user: `user${u}@example.com`, input: { kind: 'cid' as const, cid: { type: 'UUID', token: `dev-${u}-${d}` }, label: `device ${d}` } });
     }
-    reg.addMany(items);
+    await reg.addMany(items);
   }
   return Math.round(performance.now() - t);
 }
 
 /** In a fresh process: load, then decide, then learn. */
-function child(dir: string, users: number): Record<string, number | number[]> {
+async function child(dir: string, users: number): Promise<Record<string, number | number[]>> {
   pinSelf(SERVER_CORE);
   let t = performance.now();
-  const registry = openRegistry(fileStore(dir), { create: true });
+  const registry = await openRegistry(fileStore(dir), { create: true });
   const loadMs = Math.round(performance.now() - t);
   const rssAfterLoad = Math.round(process.memoryUsage().rss / 1048576);
   const r = parseRules(`state_dir: ${dir}\npolicy: { mode: enforce }\n`, join(dir, 'r.yaml'));
@@ -61,7 +61,7 @@ function child(dir: string, users: number): Record<string, number | number[]> {
   const decidePerS = Math.round(rounds.sort((a, b) => a - b)[2]!);
   const L = 2000;
   t = performance.now();
-  for (let i = 0; i < L; i++) registry.add(`new${process.pid}-${i}@example.com`, { kind: 'cid', cid: { type: 'UUID', token: `learned-${process.pid}-${i}` } }, 'learn', { maxDevices: 5 });
+  for (let i = 0; i < L; i++) await registry.add(`new${process.pid}-${i}@example.com`, { kind: 'cid', cid: { type: 'UUID', token: `learned-${process.pid}-${i}` } }, 'learn', { maxDevices: 5 });
   const learnPerS = Math.round(L / ((performance.now() - t) / 1000));
   return { load_ms: loadMs, rss_after_load_mb: rssAfterLoad, peak_rss_mb: peakRssMb(process.pid), decide_per_s: decidePerS, decide_rounds: rounds.map(Math.round), learn_per_s: learnPerS, sink: sink > 0 ? 1 : 0 };
 }
@@ -75,8 +75,8 @@ export async function benchScale(): Promise<Record<string, unknown>> {
   const big = mkdtempSync(join(tmpdir(), 'cidlock-bench-'));
   const small = mkdtempSync(join(tmpdir(), 'cidlock-bench-'));
   try {
-    const buildMs = build(big, 200_000);
-    build(small, 5_000);
+    const buildMs = await build(big, 200_000);
+    await build(small, 5_000);
     const snapshotMb = Math.round(statSync(join(big, 'registry.json')).size / 1048576);
     // Fresh processes differ by up to 1.5x on this VM (JIT and memory placement), more than the
     // effect measured: alternate three of each and compare the medians.
@@ -100,4 +100,4 @@ export async function benchScale(): Promise<Record<string, unknown>> {
   }
 }
 
-if (process.argv[2] === 'child') process.stdout.write(`${JSON.stringify(child(process.argv[3]!, Number(process.argv[4])))}\n`);
+if (process.argv[2] === 'child') process.stdout.write(`${JSON.stringify(await child(process.argv[3]!, Number(process.argv[4])))}\n`);

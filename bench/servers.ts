@@ -18,13 +18,13 @@ const BENCH_DOVECOT_KEY = 'bench-dovecot-key-0123456789abcdef';
 const [kind, stateDir, usersArg] = process.argv.slice(2);
 const users = Number(usersArg ?? 1000);
 
-function cidlockEngine() {
+async function cidlockEngine() {
   // Production defaults except limits: every bench request comes from 127.0.0.1, and a tarpit for
   // that one address would measure the tarpit, not the server.
   const r = parseRules(`state_dir: ${stateDir}\npolicy: { mode: enforce }\nlimits: []\nlog: { decisions: refusals }\n`, join(stateDir!, 'r.yaml'));
   if (!r.ok) throw new Error('bench rules');
-  const registry = openRegistry(fileStore(stateDir!), { create: true });
-  if (registry.size().devices === 0) registry.addMany(benchUsers(users).flatMap((u) => [{ user: u.user, input: { kind: 'cid' as const, cid: u.cid } }, { user: u.user, input: { kind: 'cert' as const, fingerprint: u.fingerprint } }]));
+  const registry = await openRegistry(fileStore(stateDir!), { create: true });
+  if (registry.size().devices === 0) await registry.addMany(benchUsers(users).flatMap((u) => [{ user: u.user, input: { kind: 'cid' as const, cid: u.cid } }, { user: u.user, input: { kind: 'cert' as const, fingerprint: u.fingerprint } }]));
   // Decision lines go to stdout in production; here to /dev/null-like sink so the bench measures the server, not the terminal.
   const logger = { log(_l: string, _e: string, f?: Record<string, unknown>) { if (f) JSON.stringify(f); } };
   return { engine: createEngine({ rules: r.rules, registry, logger }), logger };
@@ -40,7 +40,7 @@ if (kind === 'bare-http') {
   server = s;
 } else if (kind === 'cidlock-dovecot') {
   // The bench measures the key check too: production always has one.
-  server = createDovecotServer({ ...cidlockEngine(), apiKey: () => BENCH_DOVECOT_KEY });
+  server = createDovecotServer({ ...(await cidlockEngine()), apiKey: () => BENCH_DOVECOT_KEY });
 } else if (kind === 'bare-net') {
   server = createNetServer((sock) => {
     let buf = '';
@@ -55,7 +55,7 @@ if (kind === 'bare-http') {
     sock.on('error', () => sock.destroy());
   });
 } else if (kind === 'cidlock-postfix') {
-  server = createPolicyServer(cidlockEngine());
+  server = createPolicyServer(await cidlockEngine());
 } else {
   throw new Error(`unknown server kind ${kind}`);
 }

@@ -14,10 +14,10 @@ const CERT = '28fcdfa54bcc0a58ddfc1bcd1442bb9942105a5fc836790f2c9c1f0c62fc2fe4';
 const OTHER_CERT = 'c6f1c99014d9435f4fc2afb5918e4c2e8477cf094e5041a597655b47644594f0';
 const NOW = Date.parse('2026-11-28T12:00:00Z');
 
-function setup(yaml: string): { rules: Rules; registry: Registry; vouches: VouchStore; ctx: (now?: number) => DecideContext } {
+async function setup(yaml: string): Promise<{ rules: Rules; registry: Registry; vouches: VouchStore; ctx: (now?: number) => DecideContext }> {
   const dir = tempDir();
   const rules = rulesFrom(yaml, dir);
-  const registry = openRegistry(fileStore(rules.stateDir), { create: true });
+  const registry = await openRegistry(fileStore(rules.stateDir), { create: true });
   const vouches = createVouchStore();
   return { rules, registry, vouches, ctx: (now = NOW) => ({ rules, registry, vouches, now }) };
 }
@@ -28,9 +28,9 @@ function req(over: Partial<AuthRequest> = {}): AuthRequest {
 
 const ENFORCE = 'policy:\n  mode: enforce\n';
 
-test('enforce: a registered CID over TLS is allowed and names the device', () => {
-  const s = setup(ENFORCE);
-  const dev = s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP, label: 'laptop' }, 'admin');
+test('enforce: a registered CID over TLS is allowed and names the device', async () => {
+  const s = await setup(ENFORCE);
+  const dev = await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP, label: 'laptop' }, 'admin');
   const d = decide(req({ cid: LAPTOP }), s.ctx());
   assert.is(d.action, 'allow');
   assert.is(d.reason, 'registered_device');
@@ -42,9 +42,9 @@ test('enforce: a registered CID over TLS is allowed and names the device', () =>
   assert.is(cid.used, true);
 });
 
-test('enforce: an unregistered CID is an unknown device, refused with the generic message', () => {
-  const s = setup(ENFORCE);
-  s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+test('enforce: an unregistered CID is an unknown device, refused with the generic message', async () => {
+  const s = await setup(ENFORCE);
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   const d = decide(req({ cid: STRANGER }), s.ctx());
   assert.is(d.action, 'reject');
   assert.is(d.reason, 'unknown_device');
@@ -53,40 +53,40 @@ test('enforce: an unregistered CID is an unknown device, refused with the generi
   assert.is(d.message, '');
 });
 
-test('enforce: no CID at all is refused as no_device_proof', () => {
-  const s = setup(ENFORCE);
+test('enforce: no CID at all is refused as no_device_proof', async () => {
+  const s = await setup(ENFORCE);
   const d = decide(req(), s.ctx());
   assert.is(d.action, 'reject');
   assert.is(d.reason, 'no_device_proof');
   assert.match(d.why, /imap accepts \[cid\]/);
 });
 
-test('a CID registered for another user proves nothing for this one', () => {
-  const s = setup(ENFORCE);
-  s.registry.add('bob@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+test('a CID registered for another user proves nothing for this one', async () => {
+  const s = await setup(ENFORCE);
+  await s.registry.add('bob@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   assert.is(decide(req({ cid: LAPTOP }), s.ctx()).reason, 'unknown_device');
 });
 
-test('CID types compare case-insensitively, tokens exactly', () => {
-  const s = setup(ENFORCE);
-  s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+test('CID types compare case-insensitively, tokens exactly', async () => {
+  const s = await setup(ENFORCE);
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   assert.is(decide(req({ cid: { type: 'UUID', token: LAPTOP.token.toUpperCase() } }), s.ctx()).action, 'reject');
 });
 
-test('require_tls: a registered CID sent without TLS is ignored; with require_tls false it counts', () => {
-  const s = setup(ENFORCE);
-  s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+test('require_tls: a registered CID sent without TLS is ignored; with require_tls false it counts', async () => {
+  const s = await setup(ENFORCE);
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   const d = decide(req({ cid: LAPTOP, tls: false }), s.ctx());
   assert.is(d.action, 'reject');
   assert.is(d.reason, 'no_device_proof');
   assert.is(d.evidence.find((e) => e.kind === 'cid')!.status, 'ignored');
-  const s2 = setup(`${ENFORCE}  require_tls: false\n`);
-  s2.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  const s2 = await setup(`${ENFORCE}  require_tls: false\n`);
+  await s2.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   assert.is(decide(req({ cid: LAPTOP, tls: false }), s2.ctx()).action, 'allow');
 });
 
-test('a malformed CID counts as no CID and the reason says so', () => {
-  const s = setup(ENFORCE);
+test('a malformed CID counts as no CID and the reason says so', async () => {
+  const s = await setup(ENFORCE);
   const d = decide(req({ cidProblem: 'malformed CID in IMAP ID field clientid: CID has no space between type and token' }), s.ctx());
   assert.is(d.reason, 'no_device_proof');
   const e = d.evidence.find((x) => x.kind === 'cid')!;
@@ -94,29 +94,29 @@ test('a malformed CID counts as no CID and the reason says so', () => {
   assert.match(e.detail, /no space between type and token; counted as no CID/);
 });
 
-test('monitor: evaluates like enforce, allows, and marks would_reject', () => {
-  const s = setup('policy:\n  mode: monitor\n');
+test('monitor: evaluates like enforce, allows, and marks would_reject', async () => {
+  const s = await setup('policy:\n  mode: monitor\n');
   const d = decide(req({ cid: STRANGER }), s.ctx());
   assert.is(d.action, 'allow');
   assert.is(d.would_reject, true);
   assert.is(d.reason, 'unknown_device');
   assert.is(d.mode, 'monitor');
-  s.registry.add('alice@example.com', { kind: 'cid', cid: STRANGER }, 'admin');
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: STRANGER }, 'admin');
   const ok = decide(req({ cid: STRANGER }), s.ctx());
   assert.is(ok.would_reject, false);
   assert.is(ok.reason, 'registered_device');
 });
 
-test('off: allows without evaluating any evidence', () => {
-  const s = setup('policy:\n  mode: off\n  protocols: { imap: deny }\n');
+test('off: allows without evaluating any evidence', async () => {
+  const s = await setup('policy:\n  mode: off\n  protocols: { imap: deny }\n');
   const d = decide(req({ cid: STRANGER }), s.ctx());
   assert.is(d.action, 'allow');
   assert.is(d.reason, 'mode_off');
   assert.equal(d.evidence, []);
 });
 
-test('precedence: server < domain < registry < users: entry, each named as the deciding layer', () => {
-  const s = setup('policy:\n  mode: monitor\ndomains:\n  example.com: { mode: enforce }\nusers:\n  carol@example.com: { mode: off }\n');
+test('precedence: server < domain < registry < users: entry, each named as the deciding layer', async () => {
+  const s = await setup('policy:\n  mode: monitor\ndomains:\n  example.com: { mode: enforce }\nusers:\n  carol@example.com: { mode: off }\n');
   const bob = decide(req({ user: 'bob@example.com' }), s.ctx());
   assert.is(bob.mode, 'enforce');
   assert.is(bob.layer, 'domain');
@@ -124,20 +124,20 @@ test('precedence: server < domain < registry < users: entry, each named as the d
   const other = decide(req({ user: 'x@example.org' }), s.ctx());
   assert.is(other.mode, 'monitor');
   assert.is(other.layer, 'server');
-  s.registry.setMode('bob@example.com', 'monitor');
+  await s.registry.setMode('bob@example.com', 'monitor');
   const bob2 = decide(req({ user: 'bob@example.com' }), s.ctx());
   assert.is(bob2.mode, 'monitor');
   assert.is(bob2.layer, 'registry');
   assert.is(bob2.rule, 'registry users["bob@example.com"].mode');
   // The rules file's users: entry is the operator's final word, above the registry.
-  s.registry.setMode('carol@example.com', 'enforce');
+  await s.registry.setMode('carol@example.com', 'enforce');
   const carol = decide(req({ user: 'carol@example.com' }), s.ctx());
   assert.is(carol.mode, 'off');
   assert.is(carol.layer, 'user');
 });
 
-test('precedence merges key by key: a domain setting protocols keeps the server mode', () => {
-  const s = setup('policy:\n  mode: enforce\n  protocols: { pop3: deny }\ndomains:\n  example.com: { protocols: { imap: allow } }\n');
+test('precedence merges key by key: a domain setting protocols keeps the server mode', async () => {
+  const s = await setup('policy:\n  mode: enforce\n  protocols: { pop3: deny }\ndomains:\n  example.com: { protocols: { imap: allow } }\n');
   const imap = decide(req(), s.ctx());
   assert.is(imap.reason, 'protocol_allow');
   assert.is(imap.rule, 'domains["example.com"].protocols.imap');
@@ -146,15 +146,15 @@ test('precedence merges key by key: a domain setting protocols keeps the server 
   assert.is(pop.rule, 'policy.protocols.pop3');
 });
 
-test('unlisted protocols fall under protocols.other, never silently unlocked', () => {
-  const s = setup(ENFORCE);
+test('unlisted protocols fall under protocols.other, never silently unlocked', async () => {
+  const s = await setup(ENFORCE);
   const d = decide(req({ protocol: 'newproto' }), s.ctx());
   assert.is(d.protocol.name, 'other');
   assert.is(d.action, 'reject');
 });
 
-test('networks: IPv4, IPv6 and IPv4-mapped clients in a trusted network bypass the lock', () => {
-  const s = setup(`${ENFORCE}  networks: [192.0.2.0/24, "2001:db8::/32"]\n`);
+test('networks: IPv4, IPv6 and IPv4-mapped clients in a trusted network bypass the lock', async () => {
+  const s = await setup(`${ENFORCE}  networks: [192.0.2.0/24, "2001:db8::/32"]\n`);
   for (const remote of ['192.0.2.55', '2001:db8:1::9']) {
     const d = decide(req({ remote }), s.ctx());
     assert.is(d.action, 'allow', remote);
@@ -166,9 +166,9 @@ test('networks: IPv4, IPv6 and IPv4-mapped clients in a trusted network bypass t
   assert.is(decide(req({ remote: null }), s.ctx()).action, 'reject');
 });
 
-test('cert evidence: registered public-key fingerprint proves the device on smtp; certificate fingerprint also matches', () => {
-  const s = setup(ENFORCE);
-  s.registry.add('alice@example.com', { kind: 'cert', fingerprint: CERT }, 'admin');
+test('cert evidence: registered public-key fingerprint proves the device on smtp; certificate fingerprint also matches', async () => {
+  const s = await setup(ENFORCE);
+  await s.registry.add('alice@example.com', { kind: 'cert', fingerprint: CERT }, 'admin');
   assert.is(decide(req({ protocol: 'smtp', certFingerprints: [CERT] }), s.ctx()).reason, 'registered_device');
   assert.is(decide(req({ protocol: 'smtp', certFingerprints: [OTHER_CERT, CERT] }), s.ctx()).reason, 'registered_device');
   const d = decide(req({ protocol: 'smtp', certFingerprints: [OTHER_CERT] }), s.ctx());
@@ -178,14 +178,14 @@ test('cert evidence: registered public-key fingerprint proves the device on smtp
 });
 
 /** A vouch from a device registered for alice, as the engine records one after her login. */
-async function vouchFromLaptop(s: ReturnType<typeof setup>): Promise<void> {
+async function vouchFromLaptop(s: Awaited<ReturnType<typeof setup>>): Promise<void> {
   const r = await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   if (r.status === 'full') throw new Error('setup');
   s.vouches.add('alice@example.com', '198.51.100.7', { at: NOW, device: r.device.id, hash: r.device.hash }, 600_000);
 }
 
 test('vouch: a proven device vouches for the same user and address within vouch_ttl only', async () => {
-  const s = setup(`${ENFORCE}  vouch_ttl: 10m\n`);
+  const s = await setup(`${ENFORCE}  vouch_ttl: 10m\n`);
   await vouchFromLaptop(s);
   const pop = decide(req({ protocol: 'pop3' }), s.ctx(NOW + 60_000));
   assert.is(pop.action, 'allow');
@@ -200,7 +200,7 @@ test('vouch: a proven device vouches for the same user and address within vouch_
 });
 
 test('vouch never admits a request presenting an unregistered CID or certificate', async () => {
-  const s = setup(`${ENFORCE}  protocols: { imap: [cid, vouch], smtp: [cert, vouch] }\n`);
+  const s = await setup(`${ENFORCE}  protocols: { imap: [cid, vouch], smtp: [cert, vouch] }\n`);
   await vouchFromLaptop(s);
   assert.is(decide(req(), s.ctx()).reason, 'vouched');
   const d = decide(req({ cid: STRANGER }), s.ctx());
@@ -210,8 +210,8 @@ test('vouch never admits a request presenting an unregistered CID or certificate
   assert.is(decide(req({ protocol: 'smtp', certFingerprints: [OTHER_CERT] }), s.ctx()).reason, 'unknown_device');
 });
 
-test('device_type: a client name matching an approved glob is evidence where the protocol accepts it', () => {
-  const s = setup(`${ENFORCE}users:\n  alice@example.com:\n    device_types: ["Thunderbird*"]\n    protocols: { imap: [cid, device_type] }\n  bob@example.com:\n    device_types: ["Thunderbird*"]\n`);
+test('device_type: a client name matching an approved glob is evidence where the protocol accepts it', async () => {
+  const s = await setup(`${ENFORCE}users:\n  alice@example.com:\n    device_types: ["Thunderbird*"]\n    protocols: { imap: [cid, device_type] }\n  bob@example.com:\n    device_types: ["Thunderbird*"]\n`);
   const d = decide(req({ clientName: 'thunderbird' }), s.ctx());
   assert.is(d.reason, 'device_type');
   assert.is(d.rule, 'users["alice@example.com"].device_types');
@@ -223,8 +223,8 @@ test('device_type: a client name matching an approved glob is evidence where the
   assert.is(bob.evidence.find((e) => e.kind === 'device_type')!.accepted, false);
 });
 
-test('learn: an unknown CID over TLS is allowed while under max_devices, with a learn candidate', () => {
-  const s = setup('policy:\n  mode: learn\n  learn: { max_devices: 2 }\n');
+test('learn: an unknown CID over TLS is allowed while under max_devices, with a learn candidate', async () => {
+  const s = await setup('policy:\n  mode: learn\n  learn: { max_devices: 2 }\n');
   const d = decide(req({ cid: STRANGER, clientName: 'Thunderbird' }), s.ctx());
   assert.is(d.action, 'allow');
   assert.is(d.reason, 'learning');
@@ -232,20 +232,20 @@ test('learn: an unknown CID over TLS is allowed while under max_devices, with a 
   assert.is(d.learn!.kind, 'cid');
   assert.is(d.learn!.label, 'Thunderbird');
   // Without TLS nothing is learned, whatever require_tls says.
-  const s2 = setup('policy:\n  mode: learn\n  require_tls: false\n');
+  const s2 = await setup('policy:\n  mode: learn\n  require_tls: false\n');
   const plain = decide(req({ cid: STRANGER, tls: false }), s2.ctx());
   assert.is(plain.action, 'reject');
   assert.match(plain.why, /only learned over TLS/);
 });
 
-test('learn: past max_devices or after until, unknown devices are refused like enforce', () => {
-  const s = setup('policy:\n  mode: learn\n  learn: { max_devices: 1, until: 2026-12-01 }\n');
-  s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'learn');
+test('learn: past max_devices or after until, unknown devices are refused like enforce', async () => {
+  const s = await setup('policy:\n  mode: learn\n  learn: { max_devices: 1, until: 2026-12-01 }\n');
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'learn');
   const full = decide(req({ cid: STRANGER }), s.ctx());
   assert.is(full.action, 'reject');
   assert.match(full.why, /already has 1 of at most 1 devices/);
   assert.is(decide(req({ cid: LAPTOP }), s.ctx()).action, 'allow');
-  const s2 = setup('policy:\n  mode: learn\n  learn: { max_devices: 5, until: 2026-12-01 }\n');
+  const s2 = await setup('policy:\n  mode: learn\n  learn: { max_devices: 5, until: 2026-12-01 }\n');
   const late = decide(req({ cid: STRANGER }), s2.ctx(Date.parse('2026-12-01T00:00:01Z')));
   assert.is(late.action, 'reject');
   assert.match(late.why, /learning ended/);
@@ -253,23 +253,23 @@ test('learn: past max_devices or after until, unknown devices are refused like e
   assert.is(decide(req(), s2.ctx()).reason, 'no_device_proof');
 });
 
-test('learn: an unknown client certificate is a learn candidate on smtp', () => {
-  const s = setup('policy:\n  mode: learn\n');
+test('learn: an unknown client certificate is a learn candidate on smtp', async () => {
+  const s = await setup('policy:\n  mode: learn\n');
   const d = decide(req({ protocol: 'smtp', certFingerprints: [CERT] }), s.ctx());
   assert.is(d.reason, 'learning');
   assert.equal(d.learn && d.learn.kind === 'cert' ? d.learn.fingerprint : '', CERT);
 });
 
-test('message: a refusal carries the configured text; allows never do', () => {
-  const s = setup(`${ENFORCE}  message: "Log in from a registered device"\n`);
+test('message: a refusal carries the configured text; allows never do', async () => {
+  const s = await setup(`${ENFORCE}  message: "Log in from a registered device"\n`);
   assert.is(decide(req(), s.ctx()).message, 'Log in from a registered device');
-  const m = setup(`policy:\n  mode: monitor\n  message: "x"\n`);
+  const m = await setup(`policy:\n  mode: monitor\n  message: "x"\n`);
   assert.is(decide(req(), m.ctx()).message, '', 'monitor allows, so no refusal text');
 });
 
-test('explanations and evidence never contain the raw CID token', () => {
-  const s = setup('policy:\n  mode: learn\n');
-  s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+test('explanations and evidence never contain the raw CID token', async () => {
+  const s = await setup('policy:\n  mode: learn\n');
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   for (const cid of [LAPTOP, STRANGER]) {
     const d = decide(req({ cid }), s.ctx());
     const { learn, ...shown } = d;

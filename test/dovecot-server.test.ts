@@ -21,7 +21,7 @@ async function start(yaml: string, limits?: Partial<DovecotServerLimits>): Promi
   const rules = rulesFrom(/^log:/m.test(yaml) ? yaml : `log: { decisions: all }\n${yaml}`);
   const logs: Array<Record<string, unknown>> = [];
   const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
-  const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger });
+  const engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger });
   const server = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY, ...(limits ? { limits } : {}) });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
@@ -33,7 +33,7 @@ async function start(yaml: string, limits?: Partial<DovecotServerLimits>): Promi
 
 test('the real IMAP/POP3 capture, replayed in order, gets the answers enforce mode requires', async () => {
   const s = await start('policy: { mode: enforce }\n');
-  s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   try {
     const caps = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl');
     const answers: string[] = [];
@@ -57,7 +57,7 @@ test('the real IMAP/POP3 capture, replayed in order, gets the answers enforce mo
 
 test('SMTP AUTH through Postfix SASL is vouched by a recent IMAP login from the same address', async () => {
   const s = await start('policy: { mode: enforce }\n');
-  s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   try {
     const smtp = readDovecotCapture('dovecot-2.3.19-smtp-via-postfix-sasl.jsonl');
     assert.is((await post(s.port, smtp[0]!.path, smtp[0]!.body)).body, '{"status":-1,"msg":""}', 'no vouch yet');
@@ -94,6 +94,8 @@ test('learn mode: a successful report registers the device; the next unknown dev
     assert.is((await post(s.port, '/?command=allow', mk('UUID first', 's1'))).body, '{"status":0}');
     const report = JSON.parse(mk('UUID first', 's1'));
     await post(s.port, '/?command=report', JSON.stringify({ ...report, success: true, policy_reject: false }));
+    // The registration follows the report's answer (lock, fsync): wait for it.
+    for (let i = 0; i < 500 && s.engine.registry.deviceCount('carol@example.com') === 0; i++) await new Promise((r) => setTimeout(r, 10));
     const dev = s.engine.registry.findCid('carol@example.com', { type: 'UUID', token: 'first' });
     assert.ok(dev);
     assert.is(dev!.source, 'learn');

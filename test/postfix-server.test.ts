@@ -21,7 +21,7 @@ async function start(yaml: string, kind: 'policy' | 'socketmap', extra: Partial<
   const rules = rulesFrom(/^log:/m.test(yaml) ? yaml : `log: { decisions: all }\n${yaml}`);
   const logs: Array<Record<string, unknown>> = [];
   const logger = jsonLogger((l) => logs.push(JSON.parse(l)));
-  const engine: Engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger, ...extra });
+  const engine: Engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger, ...extra });
   const server: Server = kind === 'policy' ? createPolicyServer({ engine, logger }) : createSocketmapServer({ engine, logger });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
@@ -76,7 +76,7 @@ test('the real capture on one connection: DUNNO for the unauthenticated stages, 
     const replies = [];
     for (const b of BLOCKS) replies.push(await c.ask(b));
     assert.equal(replies, ['action=DUNNO\n\n', 'action=DUNNO\n\n', 'action=DUNNO\n\n', 'action=REJECT 5.7.1 Access denied\n\n']);
-    s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
+    await s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
     assert.is(await c.ask(BLOCKS[3]!), 'action=DUNNO\n\n');
     const d = s.logs.filter((l) => l.event === 'decision');
     assert.equal(d.map((l) => `${l.stage}:${l.action}:${l.reason}`), ['RCPT:reject:unknown_device', 'RCPT:allow:registered_device']);
@@ -89,7 +89,7 @@ test('the real capture on one connection: DUNNO for the unauthenticated stages, 
 
 test('a certificate shown at EHLO is remembered for the address; a proven RCPT vouches for it', async () => {
   const s = await start('policy: { mode: enforce }\n', 'policy');
-  s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
+  await s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
   try {
     const c = await client(s.port);
     await c.ask(BLOCKS[2]!);
@@ -191,7 +191,7 @@ test('socketmap tables: client, sasl and ccert, several requests per connection,
   const fail = (remote: string) => s.engine.reportFailure({ protocol: 'imap', user: 'x@example.com', remote, tls: true, certFingerprints: [], stage: 'report' }, { policyReject: false });
   for (let i = 0; i < 3; i++) fail('203.0.113.66');
   for (let i = 0; i < 2; i++) fail('203.0.113.67');
-  s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
+  await s.engine.registry.add('alice@example.com', { kind: 'cert', fingerprint: PUBKEY }, 'admin');
   try {
     const c = await client(s.port);
     const ask = async (q: string) => {

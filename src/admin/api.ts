@@ -3,7 +3,7 @@ import { parseCid } from '../core/cid.js';
 import type { Engine } from '../core/engine.js';
 import { certFingerprints, normalizeFingerprint } from '../core/fingerprint.js';
 import type { DeviceInput } from '../core/registry/registry.js';
-import { RegistryError } from '../core/registry/types.js';
+import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
 import { effectivePolicy } from '../core/rules/resolve.js';
 import { MODES, type Mode } from '../core/rules/types.js';
 
@@ -49,10 +49,16 @@ function deviceInput(body: Record<string, unknown>): DeviceInput | string {
 }
 
 /**
+ * Registry failures as HTTP statuses: a portal retries a 503 later, fixes its request after a 409,
+ * and pages someone after a 500.
+ */
+const REGISTRY_STATUS: Record<RegistryErrorCode, number> = { ambiguous: 409, locked: 503, io: 503, corrupt: 500 };
+
+/**
  * The self-service API a customer portal calls: a user's devices, mode and recent refusals.
  * Routing and validation only; the registry does the work under its lock, as the CLI does.
  */
-export function handleApi(engine: Engine, events: EventSink, method: string, path: string, body: unknown): ApiResponse {
+export async function handleApi(engine: Engine, events: EventSink, method: string, path: string, body: unknown): Promise<ApiResponse> {
   const m = /^\/api\/users\/([^/]+)(?:\/(devices|mode|refusals)(?:\/([0-9a-fA-F]{6,64}))?)?\/?$/.exec(path);
   if (m === null) return err(404, 'unknown API path; see the README for the routes');
   const user = userFrom(m[1]!);
@@ -70,15 +76,13 @@ export function handleApi(engine: Engine, events: EventSink, method: string, pat
       if (typeof body !== 'object' || body === null || Array.isArray(body)) return err(400, 'expected a JSON object');
       const input = deviceInput(body as Record<string, unknown>);
       if (typeof input === 'string') return err(400, input);
-      const r = reg.add(user, input, 'admin');
+      const r = await reg.add(user, input, 'admin');
       if (r.status === 'full') return err(409, 'device limit reached');
       if (r.status === 'added') events.emit({ event: 'device_registered', user, device: r.device.id, kind: r.device.kind, type: r.device.type, source: 'admin', label: r.device.label });
       return ok({ status: r.status, device: deviceView(r.device) }, r.status === 'added' ? 201 : 200);
     }
     if (what === 'devices' && id !== undefined && method === 'DELETE') {
-      const matches = reg.devices(user).filter((d) => d.hash.startsWith(id.toLowerCase()));
-      if (matches.length > 1) return err(409, `ID ${id} matches ${matches.length} devices; give more digits`);
-      const removed = reg.remove(user, { id });
+      const removed = await reg.remove(user, { id });
       if (removed.length === 0) return err(404, 'no such device');
       for (const d of removed) events.emit({ event: 'device_removed', user, device: d.id, kind: d.kind, source: 'admin' });
       return ok({ removed: removed.map(deviceView) });
@@ -86,7 +90,7 @@ export function handleApi(engine: Engine, events: EventSink, method: string, pat
     if (what === 'mode' && method === 'PUT') {
       const mode = (body as { mode?: unknown } | null)?.mode;
       if (mode !== null && !(typeof mode === 'string' && (MODES as readonly string[]).includes(mode))) return err(400, `"mode" must be one of ${MODES.join(', ')}, or null to remove it`);
-      reg.setMode(user, mode as Mode | null);
+      await reg.setMode(user, mode as Mode | null);
       events.emit({ event: 'user_mode_set', user, mode: mode as string | null, source: 'admin' });
       const eff = effectivePolicy(engine.rules, user, reg.settings(user));
       return ok({ user, registry_mode: mode, mode: eff.mode, mode_set_by: eff.sources.mode });
@@ -94,7 +98,7 @@ export function handleApi(engine: Engine, events: EventSink, method: string, pat
     if (what === 'refusals' && method === 'GET') return ok({ user, refusals: engine.defences.recentRefusals(user) });
     return err(405, `${method} is not served on this path`);
   } catch (e) {
-    if (e instanceof RegistryError) return err(503, `registry: ${e.message}`);
+    if (e instanceof RegistryError) return err(REGISTRY_STATUS[e.code], `registry: ${e.message}`);
     throw e;
   }
 }

@@ -41,7 +41,7 @@ function health(o: AdminOptions) {
 
 /** Health, readiness and metrics are open on loopback; the /api routes need the admin token. */
 export function createAdminServer(o: AdminOptions): Server {
-  const handle = (req: IncomingMessage, res: ServerResponse, raw: Buffer | null) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse, raw: Buffer | null) => {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/healthz') return json(res, 200, health(o));
     if (path === '/readyz') {
@@ -67,15 +67,20 @@ export function createAdminServer(o: AdminOptions): Server {
         return json(res, 400, { error: 'body is not valid JSON' });
       }
     }
-    const r = handleApi(o.engine, o.events, req.method ?? 'GET', path, body);
+    const r = await handleApi(o.engine, o.events, req.method ?? 'GET', path, body);
     if (req.method !== 'GET' && r.status < 300) o.logger.log('info', 'admin_api', { method: req.method, path: path.replace(/\/devices\/.*/, '/devices/…'), status: r.status });
     json(res, r.status, r.body);
+  };
+
+  const fail = (res: ServerResponse, e: unknown) => {
+    o.logger.log('error', 'admin_internal_error', { error: (e as Error).message });
+    if (!res.headersSent) json(res, 500, { error: 'internal error' });
   };
 
   const server = createServer({ maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5_000, connectionsCheckingInterval: 1000 }, (req, res) => {
     if (req.method === 'GET' || req.method === 'HEAD') {
       req.resume();
-      return handle(req, res, null);
+      return void handle(req, res, null).catch((e) => fail(res, e));
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -90,12 +95,7 @@ export function createAdminServer(o: AdminOptions): Server {
     });
     req.on('end', () => {
       if (size <= MAX_BODY) {
-        try {
-          handle(req, res, Buffer.concat(chunks));
-        } catch (e) {
-          o.logger.log('error', 'admin_internal_error', { error: (e as Error).message });
-          if (!res.headersSent) json(res, 500, { error: 'internal error' });
-        }
+        handle(req, res, Buffer.concat(chunks)).catch((e) => fail(res, e));
       }
     });
   });

@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type Rules } from '../core/rules/types.js';
 import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry, type Registry } from '../core/registry/registry.js';
+import { becomeStateOwner } from '../core/state-owner.js';
 import { openAuditLog } from '../alerts/audit-log.js';
 import type { SecurityEvent } from '../alerts/events.js';
 
@@ -35,7 +37,29 @@ export function loadRulesOrExit(file: string, io: Io, status = 2): Rules {
   return r.rules;
 }
 
-export function openRegistryFor(rules: Rules, create: boolean): Registry {
+/** The CLI's scheduling niceness while it works on the registry (0 normal, 19 lowest). */
+const CLI_NICE = 10;
+
+/**
+ * Loading a million devices and writing an import take seconds of CPU: batch work, which on a
+ * small host must not take the cores from the daemon, whose answers Dovecot waits for (2 s, then
+ * it lets the login through). An operator's own lower setting is kept.
+ */
+function lowerPriority(): void {
+  try {
+    setPriority(Math.max(getPriority(), CLI_NICE));
+  } catch {
+    // Not allowed here (a container without the capability): run at the normal priority.
+  }
+}
+
+/**
+ * Opens the registry for a command. Commands that change it run from here on as state_dir's owner
+ * when started as root (see becomeStateOwner): call this after reading the rules and input files.
+ */
+export async function openRegistryFor(rules: Rules, create: boolean): Promise<Registry> {
+  lowerPriority();
+  if (create) becomeStateOwner(rules.stateDir);
   return openRegistry(fileStore(rules.stateDir), { create });
 }
 

@@ -219,7 +219,13 @@ OPTIONS
 ${CONFIG}
 
 EXIT STATUS
-     0 success, 1 failure, 2 usage or rules error.
+     0 success
+     1 failure
+     2 usage or rules error
+     4 the registry is locked by another cidlock process: try again
+     5 a state file cannot be read or written (permissions, a full or
+       read-only disk); the message names the file and the error
+     6 the registry is damaged; nothing was changed or overwritten
 
 EXAMPLES
      cidlock users set bob@example.com --mode enforce
@@ -270,7 +276,14 @@ OPTIONS
 ${CONFIG}
 
 EXIT STATUS
-     0 success, 1 failure (for remove: nothing matched), 2 usage or rules error.
+     0 success
+     1 failure (remove: nothing matched; import: a bad line)
+     2 usage or rules error
+     3 remove: the ID prefix matches several devices: give more digits
+     4 the registry is locked by another cidlock process: try again
+     5 a state file cannot be read or written (permissions, a full or
+       read-only disk); the message names the file and the error
+     6 the registry is damaged; nothing was changed or overwritten
 
 EXAMPLES
      cidlock devices add alice@example.com "UUID 23bf83be-aad7-46aa-9e0f-39191ccf402f" --label laptop

@@ -1,4 +1,4 @@
-import { RegistryError } from '../core/registry/types.js';
+import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
 import { ApiKeyError } from '../dovecot-policy/api-key.js';
 import { UsageError } from './args.js';
 import { checkCommand } from './commands/check.js';
@@ -9,6 +9,9 @@ import { testCommand } from './commands/test.js';
 import { usersCommand } from './commands/users.js';
 import { ExitError, stdio, type Io } from './context.js';
 import { HELP } from './help.js';
+
+/** Registry failures, so scripts can tell "retry later" from "fix the input" (help.ts documents them). */
+const REGISTRY_EXIT: Record<RegistryErrorCode, number> = { ambiguous: 3, locked: 4, io: 5, corrupt: 6 };
 
 const COMMANDS: Record<string, (argv: string[], io: Io) => number | Promise<number>> = {
   serve: serveCommand,
@@ -51,7 +54,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     }
     if (err instanceof RegistryError) {
       io.err(`cidlock ${cmd}: registry: ${err.message}`);
-      return 1;
+      return REGISTRY_EXIT[err.code];
     }
     throw err;
   }

@@ -15,13 +15,14 @@ import { createSocketmapServer } from '../postfix-policy/socketmap-server.js';
 import { allowOnly } from '../net/client-allow-list.js';
 import { listenUnix } from '../net/unix-socket.js';
 import { createOutputs } from './outputs.js';
+import { startRegistrySync } from './registry-sync.js';
 
 export interface Daemon {
   readonly engine: Engine;
   readonly metrics: Metrics;
   /** Actual bound addresses, e.g. { admin: "127.0.0.1:8426" }. */
   readonly addresses: Partial<Record<ListenerName, string>>;
-  /** Re-reads the rules file and the registry; invalid rules leave the old ones in force. */
+  /** Re-reads the rules file (registry changes arrive on their own within a second); invalid rules leave the old ones in force. */
   reload(trigger: string): boolean;
   close(): Promise<void>;
 }
@@ -49,7 +50,6 @@ function fmt(a: AddressInfo): string {
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
-const REGISTRY_POLL_MS = 1000;
 const RULES_POLL_MS = 1000;
 const RULES_SETTLE_MS = 300;
 
@@ -58,16 +58,16 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   const metrics = createMetrics('cidlock_');
   const outputs = createOutputs(logger, metrics);
   outputs.configure(opts.rules);
-  const registry = openRegistry(fileStore(opts.rules.stateDir), { create: true });
+  const registry = await openRegistry(fileStore(opts.rules.stateDir), { create: true });
   const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics });
   const reloads = metrics.counter('rules_reloads_total', 'Rules reloads by result', ['result']);
-  const registryErrors = metrics.counter('registry_reload_errors_total', 'Registry re-reads that failed (the copy in memory stays)');
   metrics.gaugeFn('rules_loaded_timestamp_seconds', 'When the rules in force were loaded', () => loadedAt / 1000);
   let loadedAt = Date.now();
-  let registryOk = true;
 
   // Read (or created) once here and on every reload, never per request.
   let dovecotKey = opts.rules.listen.dovecot === null ? '' : dovecotApiKey(opts.rules.dovecot, { create: true });
+  // CLI edits (devices add, users set) reach the running daemon within a second.
+  const sync = startRegistrySync({ registry, logger, metrics });
 
   const servers: Server[] = [];
   const addresses: Partial<Record<ListenerName, string>> = {};
@@ -87,7 +87,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     const make: Record<ListenerName, () => Server> = {
       admin: () => createAdminServer({
         engine, metrics, events: outputs.sink, logger,
-        readiness: () => ({ ready: registryOk, detail: { rules: engine.rules.file, registry: registryOk ? 'readable' : 'unreadable', devices: engine.registry.size().devices } }),
+        readiness: () => ({ ready: sync.ok, detail: { rules: engine.rules.file, registry: sync.ok ? 'readable' : 'unreadable', ...(sync.lastError === null ? {} : { registry_error: sync.lastError }), devices: engine.registry.size().devices } }),
         rulesLoadedAt: () => loadedAt,
       }),
       dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey }),
@@ -102,24 +102,12 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       addresses[name] = await listen(server, addr, name, logger);
     }
   } catch (err) {
+    sync.stop();
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     await outputs.close();
     throw err;
   }
   for (const [name, addr] of Object.entries(addresses)) logger.log('info', 'listening', { listener: name, address: addr });
-
-  // CLI edits (devices add, users set) reach the running daemon within a second: one stat() per tick.
-  const refresher = setInterval(() => {
-    try {
-      if (engine.registry.refresh()) logger.log('info', 'registry_reloaded', { devices: engine.registry.size().devices });
-      registryOk = true;
-    } catch (err) {
-      registryErrors.inc();
-      if (registryOk) logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
-      registryOk = false;
-    }
-  }, REGISTRY_POLL_MS);
-  refresher.unref();
 
   const reload = (trigger: string): boolean => {
     const file = engine.rules.file;
@@ -158,14 +146,6 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     outputs.configure(r.rules);
     loadedAt = Date.now();
     reloads.inc({ result: 'ok' });
-    try {
-      engine.registry.refresh();
-      registryOk = true;
-    } catch (err) {
-      registryErrors.inc();
-      registryOk = false;
-      logger.log('error', 'registry_reload_failed', { error: (err as Error).message, note: 'the registry in memory stays in force' });
-    }
     outputs.sink.emit({ event: 'rules_reloaded', rules: file });
     return true;
   };
@@ -208,7 +188,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     addresses,
     reload,
     async close() {
-      clearInterval(refresher);
+      sync.stop();
       clearTimeout(settle);
       if (rulesFile !== '') unwatchFile(rulesFile);
       await Promise.all(servers.map((srv) => new Promise<void>((resolve) => {

@@ -18,7 +18,80 @@ export interface PolicyLimits extends AttributeLimits {
 
 export const POLICY_LIMITS: PolicyLimits = { ...DEFAULT_LIMITS, maxRequestBytes: 64 * 1024, idleMs: 330_000, maxConnections: 2048, requestTimeoutMs: 10_000 };
 
-const TERMINATOR = Buffer.from('\n\n');
+/**
+ * A connection's unread input, as the chunks the socket delivered: appending never copies, and
+ * the search for the blank line that ends a request looks at each byte once, however the client
+ * splits its writes.
+ */
+function requestBuffer() {
+  let chunks: Buffer[] = [];
+  let size = 0;
+  // Where the search resumes: chunk index, offset in it, offset overall, and whether the byte
+  // just before was a newline (a blank line can straddle two chunks).
+  let ci = 0;
+  let li = 0;
+  let pos = 0;
+  let afterNewline = false;
+
+  /** Overall offset of the second newline of the first "\n\n", or -1. */
+  const find = (): number => {
+    for (; ci < chunks.length; ci++, li = 0) {
+      const c = chunks[ci]!;
+      while (li < c.length) {
+        const nl = c.indexOf(10, li);
+        if (nl < 0) {
+          pos += c.length - li;
+          li = c.length;
+          afterNewline = false;
+          break;
+        }
+        if (nl === li && afterNewline) return pos;
+        pos += nl + 1 - li;
+        li = nl + 1;
+        afterNewline = true;
+      }
+    }
+    return -1;
+  };
+
+  /** Removes the first `n` bytes; copies only when they straddle chunks. */
+  const take = (n: number): Buffer => {
+    const parts: Buffer[] = [];
+    let k = 0;
+    for (let need = n; need > 0;) {
+      const c = chunks[k]!;
+      if (c.length <= need) {
+        parts.push(c);
+        need -= c.length;
+        k++;
+      } else {
+        parts.push(c.subarray(0, need));
+        chunks[k] = c.subarray(need);
+        need = 0;
+      }
+    }
+    if (k > 0) chunks = chunks.slice(k);
+    size -= n;
+    ci = li = pos = 0;
+    afterNewline = false;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+  };
+
+  return {
+    get size() { return size; },
+    push(chunk: Buffer): void {
+      chunks.push(chunk);
+      size += chunk.length;
+    },
+    /** The next complete request (its attribute lines), null while incomplete, or "too large". */
+    next(max: number): string | null | 'too large' {
+      const end = find();
+      if (end < 0) return size > max ? 'too large' : null;
+      if (end > max) return 'too large';
+      return take(end + 1).toString('utf8', 0, end);
+    },
+  };
+}
 
 /**
  * Postfix's policy delegation protocol (check_policy_service): one persistent connection per
@@ -50,23 +123,36 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
   const server = createServer((sock: Socket) => {
     const conn = ++nextConn;
     logger.log('info', 'postfix_connection', { conn, peer: sock.remoteAddress ?? 'unix' });
-    let buf: Buffer = Buffer.alloc(0);
-    let busy = false;
+    const input = requestBuffer();
+    // While a tarpit reply is held back, or the client does not read its replies, nothing more is
+    // read: the kernel's buffers fill and the client's writes block, instead of this process
+    // buffering (and re-scanning) whatever an attacker sends.
+    let delaying = false;
+    let writeBlocked = false;
     let requests = 0;
     sock.setTimeout(limits.idleMs, () => sock.destroy());
     sock.on('error', () => sock.destroy());
     sock.on('close', () => logger.log('info', 'postfix_connection_closed', { conn, requests }));
 
+    const flow = (): void => {
+      if (sock.destroyed) return;
+      if (delaying || writeBlocked) sock.pause();
+      else sock.resume();
+    };
+    const send = (reply: string): void => {
+      if (sock.write(reply)) return;
+      writeBlocked = true;
+      sock.once('drain', () => {
+        writeBlocked = false;
+        flow();
+        drain();
+      });
+    };
     const drain = (): void => {
-      while (!busy && !sock.destroyed) {
-        const end = buf.indexOf(TERMINATOR);
-        if (end < 0) {
-          if (buf.length > limits.maxRequestBytes) fail('request larger than the limit');
-          return;
-        }
-        if (end > limits.maxRequestBytes) return fail('request larger than the limit');
-        const block = buf.subarray(0, end + 1).toString('utf8');
-        buf = buf.subarray(end + 2);
+      while (!delaying && !writeBlocked && !sock.destroyed) {
+        const block = input.next(limits.maxRequestBytes);
+        if (block === 'too large') return fail('request larger than the limit');
+        if (block === null) return;
         requests++;
         cap.served(sock);
         let r;
@@ -78,16 +164,19 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
         }
         if ('error' in r) return fail(r.error);
         if (r.delayMs > 0) {
-          busy = true;
+          delaying = true;
           const reply = r.reply;
           setTimeout(() => {
-            busy = false;
-            if (!sock.destroyed) sock.write(reply);
+            delaying = false;
+            if (sock.destroyed) return;
+            send(reply);
+            flow();
             drain();
+            deadline();
           }, r.delayMs);
           return;
         }
-        sock.write(r.reply);
+        send(r.reply);
       }
     };
     // A malformed request gets no reply: Postfix then retries or applies its default_action.
@@ -95,20 +184,27 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
       logger.log('warn', 'postfix_bad_request', { conn, reason, peer: sock.remoteAddress ?? 'unix' });
       sock.destroy();
     };
+    // The idle timer restarts on every byte, so a client dribbling one byte a second would never
+    // hit it: an unfinished request has its own deadline, which does not run while cidlock itself
+    // holds the reply back.
     let partial: NodeJS.Timeout | undefined;
-    sock.on('close', () => clearTimeout(partial));
-    sock.on('data', (chunk: Buffer) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      drain();
-      // The idle timer restarts on every byte, so a client dribbling one byte a second would never
-      // hit it: an unfinished request has its own deadline.
-      if (buf.length === 0 || sock.destroyed) {
+    const deadline = (): void => {
+      if (input.size === 0 || delaying || sock.destroyed) {
         clearTimeout(partial);
         partial = undefined;
       } else if (partial === undefined) {
         partial = setTimeout(() => fail('request not completed in time'), limits.requestTimeoutMs);
         partial.unref();
       }
+    };
+    sock.on('close', () => clearTimeout(partial));
+    sock.on('data', (chunk: Buffer) => {
+      input.push(chunk);
+      // Postfix never writes while it waits for a reply: input beyond one request then is abuse.
+      if ((delaying || writeBlocked) && input.size > limits.maxRequestBytes) return fail('request larger than the limit');
+      drain();
+      flow();
+      deadline();
     });
   });
   const cap = capConnections(server, limits.maxConnections, logger, 'postfix-policy');

@@ -66,10 +66,10 @@ function mutate(r: ReturnType<typeof rng>, seed: string): string {
   return s;
 }
 
-function engineFor() {
+async function engineFor() {
   const rules = rulesFrom('policy: { mode: enforce }\nlimits:\n  - { key: address, failures: 1000000, window: 1m, then: delay 1s }\n');
-  const registry = openRegistry(fileStore(rules.stateDir), { create: true });
-  registry.add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' } }, 'admin');
+  const registry = await openRegistry(fileStore(rules.stateDir), { create: true });
+  await registry.add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' } }, 'admin');
   return createEngine({ rules, registry, logger: { log() {} } });
 }
 
@@ -97,9 +97,9 @@ test(`client_id and CID strings: ${PURE} mutated inputs, never a throw, every CI
   }
 });
 
-test(`Dovecot bodies: ${PURE} mutated requests decided or refused as 400, answers always valid, memory bounded`, () => {
+test(`Dovecot bodies: ${PURE} mutated requests decided or refused as 400, answers always valid, memory bounded`, async () => {
   const r = rng(2);
-  const engine = engineFor();
+  const engine = await engineFor();
   const seeds = readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl').map((c) => c.body);
   let decided = 0;
   let half = 0;
@@ -126,9 +126,9 @@ test(`Dovecot bodies: ${PURE} mutated requests decided or refused as 400, answer
   assert.ok(grew < 40, `heap grew by ${Math.round(grew)} MB over the second ${PURE / 2} requests`);
 });
 
-test(`Postfix attribute blocks: ${PURE} mutated requests, each parsed or refused, actions never empty`, () => {
+test(`Postfix attribute blocks: ${PURE} mutated requests, each parsed or refused, actions never empty`, async () => {
   const r = rng(3);
-  const engine = engineFor();
+  const engine = await engineFor();
   const seeds = readFixture('captures', 'postfix-3.7-policy-tls-client-cert.txt').trim().split('\n\n').map((b) => `${b}\n`);
   for (let i = 0; i < PURE; i++) {
     const p = parseAttributeBlock(mutate(r, r.pick(seeds)));
@@ -143,9 +143,9 @@ test(`Postfix attribute blocks: ${PURE} mutated requests, each parsed or refused
   }
 });
 
-test(`socketmap netstrings: ${PURE} mutated requests, framed replies always within the protocol`, () => {
+test(`socketmap netstrings: ${PURE} mutated requests, framed replies always within the protocol`, async () => {
   const r = rng(4);
-  const engine = engineFor();
+  const engine = await engineFor();
   const seeds = ['client 192.0.2.1', 'sasl alice@example.com', 'ccert 28:FC:DF:A5:4B:CC:0A:58:DD:FC:1B:CD:14:42:BB:99:42:10:5A:5F:C8:36:79:0F:2C:9C:1F:0C:62:FC:2F:E4', 'virtual x'].map((s) => encodeNetstring(s).toString('latin1'));
   for (let i = 0; i < PURE; i++) {
     const buf = Buffer.from(mutate(r, r.pick(seeds)), 'latin1');
@@ -270,7 +270,7 @@ function postTo(port: number, agent: Agent, path: string, body: string, headers:
 
 test(`Dovecot over sockets: ${OVER_SOCKETS} mutated bodies with the key, each a valid answer, 400 or 413; the server keeps serving`, async () => {
   const r = rng(5);
-  const engine = engineFor();
+  const engine = await engineFor();
   const dv = createDovecotServer({ engine, logger: { log() {} }, apiKey: () => TEST_DOVECOT_KEY });
   const port = await listen(dv);
   const agent = new Agent({ keepAlive: true, maxSockets: PARALLEL });
@@ -301,7 +301,7 @@ const NOT_IN_HEADER = /[^\t\x20-\x7e\x80-\xff]/g;
 
 test(`Dovecot over sockets: ${OVER_SOCKETS} requests without the key or with a wrong one, every one 401, none reaches the engine`, async () => {
   const r = rng(6);
-  const engine = engineFor();
+  const engine = await engineFor();
   const dv = createDovecotServer({ engine, logger: { log() {} }, apiKey: () => TEST_DOVECOT_KEY });
   const port = await listen(dv);
   const agent = new Agent({ keepAlive: true, maxSockets: PARALLEL });
@@ -347,7 +347,7 @@ test(`Dovecot over sockets: ${OVER_SOCKETS} requests without the key or with a w
 
 test(`Postfix policy over sockets: ${OVER_SOCKETS} mutated requests, one valid answer per well-formed request, none after the first bad one`, async () => {
   const r = rng(7);
-  const engine = engineFor();
+  const engine = await engineFor();
   const pf = createPolicyServer({ engine, logger: { log() {} } });
   const port = await listen(pf);
   const seeds = readFixture('captures', 'postfix-3.7-policy-tls-client-cert.txt').trim().split('\n\n');
@@ -379,7 +379,7 @@ test(`Postfix policy over sockets: ${OVER_SOCKETS} mutated requests, one valid a
 
 test(`socketmap over sockets: ${OVER_SOCKETS} mutated lookups, one valid netstring per well-formed request, none after broken framing`, async () => {
   const r = rng(8);
-  const engine = engineFor();
+  const engine = await engineFor();
   const sm = createSocketmapServer({ engine, logger: { log() {} } });
   const port = await listen(sm);
   const seeds = ['client 192.0.2.1', 'sasl alice@example.com', 'ccert ab'].map((s) => encodeNetstring(s).toString('latin1'));

@@ -24,7 +24,7 @@ async function listen(server: Server): Promise<number> {
 
 test('1,000 idle and dribbling connections: others are still answered, and the limits close them all', async () => {
   const rules = rulesFrom('policy: { mode: enforce }\n');
-  const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger: { log() {} } });
+  const engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger: { log() {} } });
   const logger = { log() {} };
   const dv = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY, limits: { headersTimeoutMs: LIMIT_MS, requestTimeoutMs: LIMIT_MS, keepAliveMs: LIMIT_MS } });
   const pf = createPolicyServer({ engine, logger, limits: { idleMs: LIMIT_MS, requestTimeoutMs: LIMIT_MS } });
@@ -87,7 +87,7 @@ test('1,000 idle and dribbling connections: others are still answered, and the l
 test('more slow connections than the connection limit: the mail servers keep theirs, newcomers are answered', async () => {
   const CAP = 200;
   const rules = rulesFrom('policy: { mode: enforce }\n');
-  const engine = createEngine({ rules, registry: openRegistry(fileStore(rules.stateDir), { create: true }), logger: { log() {} } });
+  const engine = createEngine({ rules, registry: await openRegistry(fileStore(rules.stateDir), { create: true }), logger: { log() {} } });
   const events: Array<Record<string, unknown>> = [];
   const logger = { log(_l: string, event: string, f?: Record<string, unknown>) { if (event === 'connection_limit') events.push(f ?? {}); } };
   const dv = createDovecotServer({ engine, logger, apiKey: () => TEST_DOVECOT_KEY, limits: { maxConnections: CAP } });

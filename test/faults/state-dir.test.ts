@@ -33,7 +33,7 @@ for (const fault of ['full', 'read-only'] as const) {
     mkdirSync(state);
     mountTmpfs(state);
     try {
-      openRegistry(fileStore(state), { create: true }).add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'state-dir-known-device' } }, 'admin');
+      await (await openRegistry(fileStore(state), { create: true })).add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'state-dir-known-device' } }, 'admin');
       const cfg = join(dir, 'cidlock.yaml');
       writeFileSync(cfg, `listen: { admin: 127.0.0.1:0, dovecot: 127.0.0.1:0, postfix: off, socketmap: off }\ndovecot: { api_key: ${TEST_DOVECOT_KEY} }\npolicy: { mode: learn }\nlimits: []\nusers:\n  bob@example.com: { mode: enforce }\n`);
       const r = loadRulesFile(cfg);
@@ -53,6 +53,8 @@ for (const fault of ['full', 'read-only'] as const) {
         const fresh = login('UUID brand-new-device', 's1');
         assert.is((await post(port, '/?command=allow', JSON.stringify(fresh))).body, '{"status":0}');
         assert.is((await post(port, '/?command=report', JSON.stringify({ ...fresh, success: true }))).status, 200);
+        // The registration runs after the reply, in the background: wait for its failure.
+        for (let i = 0; i < 200 && !logs.some((l) => l.event === 'registry_write_failed'); i++) await new Promise((r) => setTimeout(r, 10));
         assert.ok(logs.some((l) => l.event === 'registry_write_failed'), 'the failed write was not logged');
         // Decisions go on from memory: the known device passes, the daemon answers.
         assert.is((await post(port, '/?command=allow', JSON.stringify(login(KNOWN, 's2')))).body, '{"status":0}');
@@ -67,7 +69,7 @@ for (const fault of ['full', 'read-only'] as const) {
         await d.close();
       }
       // Nothing stored was damaged: the registry loads, with its device, and without the failed one.
-      const after = openRegistry(fileStore(state), { create: false });
+      const after = await openRegistry(fileStore(state), { create: false });
       assert.ok(after.findCid('alice@example.com', { type: 'UUID', token: 'state-dir-known-device' }));
       assert.not.ok(after.findCid('alice@example.com', { type: 'UUID', token: 'brand-new-device' }));
     } finally {

@@ -52,7 +52,7 @@ function addInput(values: Record<string, unknown>, positional: string | undefine
   return { kind: 'cid', cid: cid.cid, ...(label !== undefined ? { label } : {}) };
 }
 
-export function devicesCommand(argv: string[], io: Io): number {
+export async function devicesCommand(argv: string[], io: Io): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') return io.out(HELP.devices!), 0;
   const shape = { list: { min: 0, max: 1, names: 'USER' }, add: { min: 1, max: 2, names: 'USER' }, remove: { min: 1, max: 2, names: 'USER' }, import: { min: 1, max: 1, names: 'FILE' } }[sub];
@@ -63,7 +63,7 @@ export function devicesCommand(argv: string[], io: Io): number {
 
   switch (sub) {
     case 'list': {
-      const registry = openRegistryFor(rules, false);
+      const registry = await openRegistryFor(rules, false);
       const names = positionals[0] !== undefined ? [userArg(positionals[0])] : [...registry.users()].sort();
       const rows: Array<[string, Device]> = names.flatMap((u) => registry.devices(u).map((d): [string, Device] => [u, d]));
       if (values.json) {
@@ -78,8 +78,8 @@ export function devicesCommand(argv: string[], io: Io): number {
     case 'add': {
       const user = userArg(positionals[0]);
       const input = addInput(values, positionals[1]);
-      const registry = openRegistryFor(rules, true);
-      const r = registry.add(user, input, 'admin');
+      const registry = await openRegistryFor(rules, true);
+      const r = await registry.add(user, input, 'admin');
       if (r.status === 'full') throw new ExitError(1, `${user}: device limit reached`);
       if (r.status === 'added') auditFromCli(rules, io, { event: 'device_registered', user, device: r.device.id, kind: r.device.kind, type: r.device.type, source: 'admin', label: r.device.label });
       io.out(`${user}: ${r.status === 'added' ? 'added' : 'already registered:'} ${r.device.kind} device ${r.device.id}${r.device.label ? ` (${r.device.label})` : ''}`);
@@ -91,12 +91,8 @@ export function devicesCommand(argv: string[], io: Io): number {
       const label = values.label;
       if ((id === undefined) === (label === undefined)) throw new UsageError('give either a device ID or --label L');
       if (id !== undefined && !/^[0-9a-f]{6,64}$/i.test(id)) throw new UsageError('a device ID is 6 to 64 hex digits, as "cidlock devices list" shows it');
-      const registry = openRegistryFor(rules, true);
-      if (id !== undefined) {
-        const matches = registry.devices(user).filter((d) => d.hash.startsWith(id.toLowerCase()));
-        if (matches.length > 1) throw new ExitError(1, `${user}: ID ${id} matches ${matches.length} devices; give more digits`);
-      }
-      const removed = registry.remove(user, id !== undefined ? { id } : { label: label! });
+      const registry = await openRegistryFor(rules, true);
+      const removed = await registry.remove(user, id !== undefined ? { id } : { label: label! });
       if (removed.length === 0) throw new ExitError(1, `${user}: no device ${id !== undefined ? `with ID ${id}` : `labelled ${JSON.stringify(label)}`}`);
       for (const d of removed) {
         io.out(`${user}: removed ${d.kind} device ${d.id}${d.label ? ` (${d.label})` : ''}`);
@@ -111,8 +107,8 @@ export function devicesCommand(argv: string[], io: Io): number {
         for (const e of parsed.errors) io.err(e);
         throw new ExitError(1, `import aborted: ${parsed.errors.length} bad line${parsed.errors.length === 1 ? '' : 's'}; nothing was changed`);
       }
-      const registry = openRegistryFor(rules, true);
-      const r = registry.addMany(parsed.items);
+      const registry = await openRegistryFor(rules, true);
+      const r = await registry.addMany(parsed.items);
       if (r.added > 0) auditFromCli(rules, io, { event: 'devices_imported', added: r.added, existing: r.existing, source: 'admin' });
       io.out(`imported ${parsed.items.length} devices: ${r.added} added, ${r.existing} already registered`);
       return 0;

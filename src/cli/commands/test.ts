@@ -99,13 +99,13 @@ function fromPostfix(text: string, source: string, rules: Rules): Item[] {
   });
 }
 
-export function testCommand(argv: string[], io: Io): number {
+export async function testCommand(argv: string[], io: Io): Promise<number> {
   const { values } = parseCommand(argv, OPTIONS, { min: 0, max: 0, names: '' });
   if (values.help) return io.out(HELP.test!), 0;
   const sources = [values['dovecot-json'], values.postfix].filter((s) => s !== undefined).length;
   if (sources > 1) throw new UsageError('give either --dovecot-json or --postfix, not both');
   const rules = loadRulesOrExit(configPath(values.config), io);
-  const registry = openRegistryFor(rules, false);
+  const registry = await openRegistryFor(rules, false);
   const items: Item[] =
     values['dovecot-json'] !== undefined ? fromDovecot(readInput(values['dovecot-json']), values['dovecot-json'] === '-' ? 'stdin' : values['dovecot-json'], rules)
       : values.postfix !== undefined ? fromPostfix(readInput(values.postfix), values.postfix === '-' ? 'stdin' : values.postfix, rules)

@@ -8,7 +8,7 @@ import { deviceRows } from './devices.js';
 
 const OPTIONS = { ...CONFIG_OPTION, mode: { type: 'string' }, json: { type: 'boolean' } } as const;
 
-export function usersCommand(argv: string[], io: Io): number {
+export async function usersCommand(argv: string[], io: Io): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') return io.out(HELP.users!), 0;
   if (sub !== 'set' && sub !== 'show') throw new UsageError(`unknown users command ${JSON.stringify(sub)} (expected set or show)`);
@@ -21,8 +21,8 @@ export function usersCommand(argv: string[], io: Io): number {
     const m = values.mode;
     if (m === undefined) throw new UsageError('--mode is required');
     if (m !== 'default' && !(MODES as readonly string[]).includes(m)) throw new UsageError(`--mode must be one of ${MODES.join(', ')}, default`);
-    const registry = openRegistryFor(rules, true);
-    registry.setMode(user, m === 'default' ? null : (m as Mode));
+    const registry = await openRegistryFor(rules, true);
+    await registry.setMode(user, m === 'default' ? null : (m as Mode));
     auditFromCli(rules, io, { event: 'user_mode_set', user, mode: m === 'default' ? null : m, source: 'admin' });
     const eff = effectivePolicy(rules, user, registry.settings(user));
     io.out(`${user}: registry mode ${m === 'default' ? 'removed' : m}; effective mode ${eff.mode} (${eff.sources.mode!.path})`);
@@ -30,7 +30,7 @@ export function usersCommand(argv: string[], io: Io): number {
     return 0;
   }
 
-  const registry = openRegistryFor(rules, false);
+  const registry = await openRegistryFor(rules, false);
   const eff = effectivePolicy(rules, user, registry.settings(user));
   const devices = registry.devices(user);
   if (values.json) {

@@ -24,21 +24,21 @@ export function encodeDevice(d: StoredDevice): DeviceTuple {
 }
 
 function decodeDevice(raw: unknown, where: string): StoredDevice {
-  if (!Array.isArray(raw) || raw.length !== 6) throw new RegistryError(`${where}: a device must be [hash, kind, type, label, added, source]`);
+  if (!Array.isArray(raw) || raw.length !== 6) throw new RegistryError('corrupt', `${where}: a device must be [hash, kind, type, label, added, source]`);
   const [hash, kind, type, label, added, source] = raw as unknown[];
-  if (typeof hash !== 'string' || !HEX64.test(hash)) throw new RegistryError(`${where}: hash must be 64 lowercase hex digits`);
-  if (kind !== 'cid' && kind !== 'cert') throw new RegistryError(`${where}: kind must be cid or cert`);
-  if (typeof type !== 'string' || (kind === 'cert' ? type !== 'cert' : !TYPE.test(type))) throw new RegistryError(`${where}: bad type`);
-  if (typeof label !== 'string') throw new RegistryError(`${where}: label must be text`);
-  if (typeof added !== 'number' || !Number.isFinite(added)) throw new RegistryError(`${where}: added must be a time in ms`);
-  if (source !== 'admin' && source !== 'learn') throw new RegistryError(`${where}: source must be admin or learn`);
+  if (typeof hash !== 'string' || !HEX64.test(hash)) throw new RegistryError('corrupt', `${where}: hash must be 64 lowercase hex digits`);
+  if (kind !== 'cid' && kind !== 'cert') throw new RegistryError('corrupt', `${where}: kind must be cid or cert`);
+  if (typeof type !== 'string' || (kind === 'cert' ? type !== 'cert' : !TYPE.test(type))) throw new RegistryError('corrupt', `${where}: bad type`);
+  if (typeof label !== 'string') throw new RegistryError('corrupt', `${where}: label must be text`);
+  if (typeof added !== 'number' || !Number.isFinite(added)) throw new RegistryError('corrupt', `${where}: added must be a time in ms`);
+  if (source !== 'admin' && source !== 'learn') throw new RegistryError('corrupt', `${where}: source must be admin or learn`);
   return { hash, kind: intern(kind) as 'cid' | 'cert', type: intern(type), label, added, source: intern(source) as 'admin' | 'learn' };
 }
 
 function mode(raw: unknown, where: string): Mode | null {
   if (raw === null) return null;
   if ((MODES as readonly unknown[]).includes(raw)) return raw as Mode;
-  throw new RegistryError(`${where}: mode must be one of ${MODES.join(', ')} or null`);
+  throw new RegistryError('corrupt', `${where}: mode must be one of ${MODES.join(', ')} or null`);
 }
 
 function parse(line: string, where: string): Record<string, unknown> {
@@ -46,24 +46,24 @@ function parse(line: string, where: string): Record<string, unknown> {
   try {
     v = JSON.parse(line);
   } catch (err) {
-    throw new RegistryError(`${where}: not valid JSON (${(err as Error).message})`);
+    throw new RegistryError('corrupt', `${where}: not valid JSON (${(err as Error).message})`);
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RegistryError(`${where}: expected an object`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RegistryError('corrupt', `${where}: expected an object`);
   return v as Record<string, unknown>;
 }
 
 export function checkSnapshotHeader(line: string, where: string): void {
   const h = parse(line, where);
-  if (h.format !== REGISTRY_FORMAT) throw new RegistryError(`${where}: not a ${REGISTRY_FORMAT} file`);
-  if (h.version !== REGISTRY_VERSION) throw new RegistryError(`${where}: version ${String(h.version)} is not supported (expected ${REGISTRY_VERSION})`);
+  if (h.format !== REGISTRY_FORMAT) throw new RegistryError('corrupt', `${where}: not a ${REGISTRY_FORMAT} file`);
+  if (h.version !== REGISTRY_VERSION) throw new RegistryError('corrupt', `${where}: version ${String(h.version)} is not supported (expected ${REGISTRY_VERSION})`);
 }
 
 /** One user line of the snapshot: {"u": user, "m"?: mode, "d": [device, ...]}, replayed as operations. */
 export function snapshotLineOps(line: string, where: string, apply: (op: RegistryOp) => void): void {
   const o = parse(line, where);
-  if (typeof o.u !== 'string' || o.u === '') throw new RegistryError(`${where}: "u" must be a user name`);
+  if (typeof o.u !== 'string' || o.u === '') throw new RegistryError('corrupt', `${where}: "u" must be a user name`);
   if (o.m !== undefined) apply({ op: 'mode', user: o.u, mode: mode(o.m, where) });
-  if (!Array.isArray(o.d)) throw new RegistryError(`${where}: "d" must be a list of devices`);
+  if (!Array.isArray(o.d)) throw new RegistryError('corrupt', `${where}: "d" must be a list of devices`);
   for (let i = 0; i < o.d.length; i++) apply({ op: 'add', user: o.u, device: decodeDevice(o.d[i], `${where}: device ${i + 1}`) });
 }
 
@@ -82,13 +82,13 @@ export function encodeOp(op: RegistryOp): string {
 
 export function decodeOp(line: string, where: string): RegistryOp {
   const o = parse(line, where);
-  if (typeof o.u !== 'string' || o.u === '') throw new RegistryError(`${where}: "u" must be a user name`);
+  if (typeof o.u !== 'string' || o.u === '') throw new RegistryError('corrupt', `${where}: "u" must be a user name`);
   switch (o.op) {
     case 'add': return { op: 'add', user: o.u, device: decodeDevice(o.d, where) };
     case 'rm':
-      if (!Array.isArray(o.h) || !o.h.every((h) => typeof h === 'string' && HEX64.test(h))) throw new RegistryError(`${where}: "h" must be a list of hashes`);
+      if (!Array.isArray(o.h) || !o.h.every((h) => typeof h === 'string' && HEX64.test(h))) throw new RegistryError('corrupt', `${where}: "h" must be a list of hashes`);
       return { op: 'remove', user: o.u, hashes: o.h as string[] };
     case 'mode': return { op: 'mode', user: o.u, mode: mode(o.m, where) };
-    default: throw new RegistryError(`${where}: unknown operation ${JSON.stringify(o.op)}`);
+    default: throw new RegistryError('corrupt', `${where}: unknown operation ${JSON.stringify(o.op)}`);
   }
 }

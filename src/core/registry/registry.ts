@@ -2,6 +2,7 @@ import { createHmac } from 'node:crypto';
 import { cidText, type Cid } from '../cid.js';
 import type { Mode } from '../rules/types.js';
 import type { RegistryUserSettings } from '../rules/resolve.js';
+import { slicer, type Slicer } from './slice.js';
 import { RegistryError, type Device, type DeviceMatch, type DeviceSource, type RegistryOp, type RegistryStore, type StoreCursor, type StoredDevice } from './types.js';
 
 export type DeviceInput =
@@ -15,11 +16,9 @@ export type AddResult =
 
 export type DeviceSelector = { id: string } | { label: string };
 
-/** A removal applied in memory (this process's or another's), or the whole index re-read from disk. */
-export type RegistryChange = { kind: 'removed'; user: string; hashes: readonly string[] } | { kind: 'reset' };
-
 export interface Registry {
   readonly location: string;
+  // Lookups are synchronous and in memory: they run on every login.
   settings(user: string): RegistryUserSettings;
   devices(user: string): readonly Device[];
   /** The keyed hash a CID is stored under, or null while no secret exists (then nothing can match). */
@@ -28,21 +27,29 @@ export interface Registry {
   /** First registered device among the given normalised fingerprints (public key first, then certificate). */
   findCert(user: string, fingerprints: readonly string[]): DeviceMatch | undefined;
   deviceCount(user: string): number;
-  /** Whether this full device hash is still registered for the user. */
-  hasDevice(user: string, hash: string): boolean;
   /** Whether any user registered this certificate (public-key) fingerprint. */
   certRegistered(fingerprint: string): boolean;
+  /** Whether this full device hash (Device.hash / DeviceMatch.hash) is still registered for the user. */
+  hasDevice(user: string, hash: string): boolean;
   users(): IterableIterator<string>;
   size(): { users: number; devices: number };
-  add(user: string, input: DeviceInput, source: DeviceSource, opts?: { maxDevices?: number; now?: Date }): AddResult;
-  addMany(items: ReadonlyArray<{ user: string; input: DeviceInput }>, now?: Date): { added: number; existing: number };
-  remove(user: string, selector: DeviceSelector): Device[];
-  setMode(user: string, mode: Mode | null): void;
-  /** Catches up with changes other processes made; true when something changed. */
-  refresh(): boolean;
-  /** Told of every removal and re-read, so vouches of removed devices can be dropped. Returns an unsubscribe. */
+  // Changes are durable (fsynced) when their promise resolves, and applied in memory then.
+  add(user: string, input: DeviceInput, source: DeviceSource, opts?: { maxDevices?: number; now?: Date }): Promise<AddResult>;
+  addMany(items: ReadonlyArray<{ user: string; input: DeviceInput }>, now?: Date): Promise<{ added: number; existing: number }>;
+  /** Throws RegistryError "ambiguous" when an ID prefix matches several devices; nothing is removed then. */
+  remove(user: string, selector: DeviceSelector): Promise<Device[]>;
+  setMode(user: string, mode: Mode | null): Promise<void>;
+  /** Catches up with other processes' changes without blocking; true when something changed. */
+  refresh(): Promise<boolean>;
+  /**
+   * Called after a removal is applied in memory (this process's own, or one read from another
+   * process's journal entries), and with `reset` after the whole index was rebuilt from disk, so
+   * the engine can drop the vouches of removed devices. Returns an unsubscribe function.
+   */
   onChange(listener: (change: RegistryChange) => void): () => void;
 }
+
+export type RegistryChange = { kind: 'removed'; user: string; hashes: readonly string[] } | { kind: 'reset' };
 
 const LABEL_MAX = 100;
 
@@ -71,8 +78,10 @@ function createIndex() {
   // Certificates registered by anyone, counted so removing one user's copy keeps the others'.
   const certs = new Map<string, number>();
   let devices = 0;
-  const apply = (op: RegistryOp): void => {
+  /** Applies one operation; for a removal, returns the hashes that were actually there. */
+  const apply = (op: RegistryOp): string[] | undefined => {
     let u = users.get(op.user);
+    let removed: string[] | undefined;
     if (op.op === 'mode') {
       if (op.mode === null) {
         if (u !== undefined) delete u.mode;
@@ -82,15 +91,17 @@ function createIndex() {
       }
     } else if (op.op === 'add') {
       if (u === undefined) users.set(op.user, (u = { devices: new Map() }));
-      if (u.devices.has(op.device.hash)) return; // idempotent: a replayed add changes nothing
+      if (u.devices.has(op.device.hash)) return undefined; // idempotent: a replayed add changes nothing
       u.devices.set(op.device.hash, op.device);
       devices++;
       if (op.device.kind === 'cert') certs.set(op.device.hash, (certs.get(op.device.hash) ?? 0) + 1);
     } else if (u !== undefined) {
+      removed = [];
       for (const h of op.hashes) {
         const d = u.devices.get(h);
         if (d === undefined) continue;
         u.devices.delete(h);
+        removed.push(h);
         devices--;
         if (d.kind === 'cert') {
           const n = (certs.get(h) ?? 1) - 1;
@@ -100,12 +111,37 @@ function createIndex() {
       }
     }
     if (u !== undefined && u.mode === undefined && u.devices.size === 0) users.delete(op.user);
+    return removed;
   };
   return { users, certs, apply, count: () => devices };
 }
 
-/** Opens the registry; `create` allows making the CID secret (commands that only read pass false). */
-export function openRegistry(store: RegistryStore, opts: { create: boolean }): Registry {
+/**
+ * Runs tasks one at a time in call order, each after the previous one settled: in-process changes
+ * and refreshes never interleave, so a compaction never iterates an index that is changing and two
+ * catch-ups never apply the same journal entries.
+ */
+function serializer() {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(task: () => Promise<T>): Promise<T> => {
+    const run = tail.then(task);
+    tail = run.catch(() => {});
+    return run;
+  };
+}
+
+/** Anything a store call throws that is not already a RegistryError is an I/O failure of the registry. */
+function asRegistryError(err: unknown, location: string): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const e = err as NodeJS.ErrnoException;
+  return new RegistryError('io', `${e.path ?? location}: registry I/O failed (${e.code ?? e.message})`);
+}
+
+/**
+ * Opens the registry; `create` allows making the CID secret (commands that only read pass false).
+ * Reading a large registry yields to the event loop between slices, like every later change.
+ */
+export async function openRegistry(store: RegistryStore, opts: { create: boolean }): Promise<Registry> {
   let idx = createIndex();
   // decide() asks about the same user several times in a row (settings, then its devices): with
   // hundreds of thousands of users each Map lookup is a cache miss, so remember the last one.
@@ -117,14 +153,9 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     lastName = user;
     return lastEntry;
   };
-  let cursor: StoreCursor = store.readAll(idx.apply);
-  const listeners = new Set<(c: RegistryChange) => void>();
-  const emit = (c: RegistryChange) => { for (const l of listeners) l(c); };
-  const applyLive = (op: RegistryOp): void => {
-    idx.apply(op);
-    if (op.op === 'remove') emit({ kind: 'removed', user: op.user, hashes: op.hashes });
-  };
-  let secret = store.secret(false);
+  const forget = () => { lastName = undefined; lastEntry = undefined; };
+  let cursor: StoreCursor = await store.readAll(idx.apply);
+  let secret = await store.secret(false);
 
   // Raw CIDs live only in this process's memory, never on disk or in logs.
   let hashCache = new Map<string, string>();
@@ -145,62 +176,102 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
     lastHash = h;
     return h;
   };
-  const hashOf = (input: DeviceInput): string => {
-    if (input.kind === 'cert') return input.fingerprint;
-    if (secret === null) {
-      if (!opts.create) throw new RegistryError('the registry is open read-only and has no secret yet');
-      secret = store.secret(true);
-      hashCache = new Map();
-      lastCid = undefined;
-    }
-    // Registrations bypass the lookup cache: a bulk import would only churn it.
-    return hmac(input.cid, secret!);
-  };
-  const forget = () => { lastName = undefined; lastEntry = undefined; };
-  const reloadAll = (): void => {
-    forget();
-    const fresh = createIndex();
-    cursor = store.readAll(fresh.apply);
-    idx = fresh;
-    const next = store.secret(false);
+  const useSecret = (next: Buffer | null): void => {
     if (next === null || secret === null || !next.equals(secret)) {
       hashCache = new Map();
       lastCid = undefined;
     }
     secret = next;
-    emit({ kind: 'reset' });
   };
-  const catchUp = (): boolean => {
-    if (!store.changedSince(cursor)) return false;
+  const ensureSecret = async (): Promise<Buffer> => {
+    if (secret === null) {
+      if (!opts.create) throw new RegistryError('io', `${store.location}: the registry is open read-only and has no secret yet`);
+      useSecret(await store.secret(true));
+    }
+    return secret!;
+  };
+  const hashOf = (input: DeviceInput, key: Buffer): string => (input.kind === 'cert' ? input.fingerprint : hmac(input.cid, key));
+
+  const listeners = new Set<(change: RegistryChange) => void>();
+  const notify = (change: RegistryChange): void => {
+    for (const l of listeners) {
+      try {
+        l(change);
+      } catch {
+        // A listener's failure is its own; the registry change stands.
+      }
+    }
+  };
+  /** Applies one operation to the index lookups read from, and tells listeners what was removed. */
+  const applyLive = (op: RegistryOp): void => {
+    const removed = idx.apply(op);
     forget();
-    const next = store.readSince(cursor, applyLive);
-    if (next === null) reloadAll();
-    else cursor = next;
+    if (removed !== undefined && removed.length > 0) notify({ kind: 'removed', user: op.user, hashes: removed });
+  };
+
+  const serial = serializer();
+  /** Another process replaced the files: build a fresh index aside, then swap it in at once. */
+  const rebuild = async (): Promise<void> => {
+    const fresh = createIndex();
+    const next = await store.readAll(fresh.apply);
+    const nextSecret = await store.secret(false);
+    idx = fresh;
+    cursor = next;
+    forget();
+    useSecret(nextSecret);
+    notify({ kind: 'reset' });
+  };
+  // The first registration anywhere creates the secret: until this process has read it, no CID
+  // can match. It is looked for on every catch-up (before and after the entries, which may be
+  // the ones that came with it), and failing to read it fails the catch-up, every time.
+  const findSecret = async (): Promise<boolean> => {
+    if (secret !== null) return false;
+    const next = await store.secret(false);
+    if (next !== null) useSecret(next);
+    return next !== null;
+  };
+  const catchUp = async (): Promise<boolean> => {
+    const found = await findSecret();
+    if (!(await store.changedSince(cursor))) return found;
+    // Entries are applied to the live index as they are read, a slice at a time; if reading fails
+    // half-way, the cursor stays put and the retry replays them, which changes nothing.
+    const next = await store.readSince(cursor, applyLive);
+    if (next === null) return await rebuild(), true;
+    cursor = next;
+    await findSecret();
     return true;
   };
   /** Plans operations on the freshest state under the lock, then makes them durable before applying. */
-  const mutate = <T>(plan: () => { ops: RegistryOp[]; result: T }): T => {
-    try {
-      return locked(plan);
-    } catch (err) {
-      if (err instanceof RegistryError) throw err;
-      // A full or read-only disk: say so plainly; nothing in memory changed, nothing stored was touched.
-      const e = err as NodeJS.ErrnoException;
-      throw new RegistryError(`${store.location}: cannot write the registry (${e.code ?? e.message})`);
-    }
-  };
-  const locked = <T>(plan: () => { ops: RegistryOp[]; result: T }): T =>
-    store.withLock(() => {
-      catchUp();
-      const { ops, result } = plan();
-      if (ops.length > 0) {
-        forget();
-        cursor = store.append(cursor, ops);
-        for (const op of ops) applyLive(op);
-        if (store.shouldCompact(cursor)) cursor = store.compact([...idx.users].map(([u, e]) => [u, { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() }] as const));
+  const mutate = <T>(plan: (slice: Slicer) => Promise<{ ops: RegistryOp[]; result: T }>): Promise<T> =>
+    serial(async () => {
+      try {
+        return await store.withLock(async () => {
+          await catchUp();
+          const slice = slicer();
+          const { ops, result } = await plan(slice);
+          if (ops.length === 0) return result;
+          cursor = await store.append(cursor, ops);
+          for (const op of ops) {
+            applyLive(op);
+            if (slice.due()) await slice.pause();
+          }
+          if (await store.shouldCompact(cursor)) {
+            try {
+              cursor = await store.compact(snapshotEntries());
+            } catch {
+              // The change is durable in the journal already; the next write tries to compact again.
+            }
+          }
+          return result;
+        });
+      } catch (err) {
+        // A full or read-only disk: nothing in memory changed, nothing stored was touched.
+        throw asRegistryError(err, store.location);
       }
-      return result;
     });
+  function* snapshotEntries(): Generator<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]> {
+    for (const [u, e] of idx.users) yield [u, { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() }];
+  }
   const stored = (input: DeviceInput, hash: string, source: DeviceSource, now: Date): StoredDevice => ({
     hash, kind: input.kind, type: input.kind === 'cid' ? input.cid.type : 'cert', label: cleanLabel(input.label), added: now.getTime(), source,
   });
@@ -229,13 +300,14 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
       return undefined;
     },
     deviceCount: (user) => entry(user)?.devices.size ?? 0,
-    hasDevice: (user, hash) => entry(user)?.devices.has(hash) ?? false,
     certRegistered: (fp) => idx.certs.has(fp),
+    hasDevice: (user, hash) => entry(user)?.devices.has(hash) ?? false,
     users: () => idx.users.keys(),
     size: () => ({ users: idx.users.size, devices: idx.count() }),
-    add(user, input, source, o = {}) {
-      const hash = hashOf(input);
-      return mutate<AddResult>(() => {
+    async add(user, input, source, o = {}) {
+      // Hashed before the lock: the lock is held only for the write.
+      const hash = hashOf(input, input.kind === 'cert' ? Buffer.alloc(0) : await ensureSecret());
+      return mutate<AddResult>(async () => {
         const u = idx.users.get(user);
         const existing = u?.devices.get(hash);
         if (existing !== undefined) return { ops: [], result: { status: 'exists', device: view(existing) } };
@@ -246,37 +318,51 @@ export function openRegistry(store: RegistryStore, opts: { create: boolean }): R
         return { ops: [{ op: 'add', user, device }], result: { status: 'added', device: view(device) } };
       });
     },
-    addMany(items, now = new Date()) {
-      const hashed = items.map((it) => ({ user: it.user, input: it.input, hash: hashOf(it.input) }));
-      return mutate(() => {
+    async addMany(items, now = new Date()) {
+      const key = items.some((it) => it.input.kind === 'cid') ? await ensureSecret() : Buffer.alloc(0);
+      const hashed: Array<{ user: string; input: DeviceInput; hash: string }> = [];
+      const slice = slicer();
+      for (const it of items) {
+        hashed.push({ user: it.user, input: it.input, hash: hashOf(it.input, key) });
+        if (slice.due()) await slice.pause();
+      }
+      return mutate(async (inLock) => {
         const ops: RegistryOp[] = [];
         const seen = new Set<string>();
         let existing = 0;
         for (const it of hashed) {
-          const key = `${it.user}\0${it.hash}`;
-          if (seen.has(key) || idx.users.get(it.user)?.devices.has(it.hash)) existing++;
+          const k = `${it.user}\0${it.hash}`;
+          if (seen.has(k) || idx.users.get(it.user)?.devices.has(it.hash)) existing++;
           else {
-            seen.add(key);
+            seen.add(k);
             ops.push({ op: 'add', user: it.user, device: stored(it.input, it.hash, 'admin', now) });
           }
+          if (inLock.due()) await inLock.pause();
         }
         return { ops, result: { added: ops.length, existing } };
       });
     },
     remove(user, selector) {
-      return mutate(() => {
+      return mutate(async () => {
         const u = idx.users.get(user);
         if (u === undefined) return { ops: [], result: [] as Device[] };
         const hits = [...u.devices.values()].filter((d) => ('id' in selector ? d.hash.startsWith(selector.id.toLowerCase()) : d.label === selector.label));
-        if ('id' in selector && hits.length > 1) throw new RegistryError(`device ID ${selector.id} is ambiguous for ${user}: it matches ${hits.length} devices`);
+        if ('id' in selector && hits.length > 1) throw new RegistryError('ambiguous', `device ID ${selector.id} is ambiguous for ${user}: it matches ${hits.length} devices; give more digits`);
         if (hits.length === 0) return { ops: [], result: [] as Device[] };
         return { ops: [{ op: 'remove', user, hashes: hits.map((d) => d.hash) }], result: hits.map(view) };
       });
     },
-    setMode(user, mode) {
-      mutate(() => ({ ops: [{ op: 'mode', user, mode }], result: undefined }));
+    async setMode(user, mode) {
+      await mutate(async () => ({ ops: [{ op: 'mode', user, mode }], result: undefined }));
     },
-    refresh: catchUp,
+    refresh: () =>
+      serial(async () => {
+        try {
+          return await catchUp();
+        } catch (err) {
+          throw asRegistryError(err, store.location);
+        }
+      }),
     onChange(listener) {
       listeners.add(listener);
       return () => { listeners.delete(listener); };

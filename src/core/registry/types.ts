@@ -46,27 +46,42 @@ export interface StoreCursor {
 /**
  * Where the registry lives: a snapshot plus an append-only journal of operations. The file store
  * is the only one today; a shared store for several cidlock hosts implements the same calls.
+ * Every call is asynchronous and long ones yield to the event loop between slices of work: the
+ * daemon serves logins meanwhile, and a stall is a bypass.
  */
 export interface RegistryStore {
   readonly location: string;
   /** Replays the snapshot, then the journal. Throws RegistryError on damaged files. */
-  readAll(apply: (op: RegistryOp) => void): StoreCursor;
+  readAll(apply: (op: RegistryOp) => void): Promise<StoreCursor>;
   /** Replays journal entries after `cursor`; null when the files were replaced (compacted): read all again. */
-  readSince(cursor: StoreCursor, apply: (op: RegistryOp) => void): StoreCursor | null;
+  readSince(cursor: StoreCursor, apply: (op: RegistryOp) => void): Promise<StoreCursor | null>;
   /** Cheap check (a stat per file) for changes by any process since `cursor`. */
-  changedSince(cursor: StoreCursor): boolean;
+  changedSince(cursor: StoreCursor): Promise<boolean>;
   /** Runs `fn` holding the registry's exclusive lock (shared by the daemon and the CLI). */
-  withLock<T>(fn: () => T): T;
+  withLock<T>(fn: () => Promise<T>): Promise<T>;
   /** With the lock held and the caller caught up to `cursor`: appends `ops` durably (fsync). */
-  append(cursor: StoreCursor, ops: readonly RegistryOp[]): StoreCursor;
+  append(cursor: StoreCursor, ops: readonly RegistryOp[]): Promise<StoreCursor>;
   /** Whether the journal has grown enough that a new snapshot is worth writing. */
-  shouldCompact(cursor: StoreCursor): boolean;
+  shouldCompact(cursor: StoreCursor): Promise<boolean>;
   /** With the lock held: writes a new snapshot from `users` atomically and starts an empty journal. */
-  compact(users: Iterable<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]>): StoreCursor;
+  compact(users: Iterable<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]>): Promise<StoreCursor>;
   /** The HMAC key for CIDs; created on first use when `create`, else null if there is none yet. */
-  secret(create: boolean): Buffer | null;
+  secret(create: boolean): Promise<Buffer | null>;
 }
+
+/**
+ * Why a registry call failed; each edge (CLI exit status, admin HTTP status) maps it once.
+ * - ambiguous: a device ID prefix matches several devices (nothing was changed);
+ * - locked: another process held the registry lock for longer than the wait allows;
+ * - io: a state file cannot be read or written (EACCES, ENOSPC, EROFS...), or no secret exists yet
+ *   in a registry opened read-only;
+ * - corrupt: a damaged snapshot, journal entry or secret, refused rather than overwritten.
+ */
+export type RegistryErrorCode = 'ambiguous' | 'locked' | 'io' | 'corrupt';
 
 export class RegistryError extends Error {
   override readonly name = 'RegistryError';
+  constructor(readonly code: RegistryErrorCode, message: string) {
+    super(message);
+  }
 }
