@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dovecotBodies } from './fixtures.js';
-import { CLIENT_CORE, distBench, peakRssMb, pinnedSpawn, pinSelf, sleep, startServer } from './lib.js';
+import { beforeBench, CLIENT_CORE, distBench, peakRssMb, pinnedSpawn, pinSelf, sleep, startServer } from './lib.js';
 
 const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -56,30 +56,34 @@ export async function benchDovecot(): Promise<Record<string, unknown>> {
   try {
     const servers = [];
     try {
-      for (const kind of ['bare-http', 'cidlock-dovecot']) {
-        const s = await startServer(kind, mkdtempSync(join(dir, 'state-')), USERS);
+      const kinds = ['bare-http', ...(beforeBench !== undefined ? ['cidlock-dovecot-before'] : []), 'cidlock-dovecot'];
+      for (const kind of kinds) {
+        const before = kind.endsWith('-before');
+        const s = await startServer(before ? 'cidlock-dovecot' : kind, mkdtempSync(join(dir, 'state-')), USERS, before ? beforeBench : undefined);
         servers.push(s);
         wrk(s.port, file); // warm-up: JIT, caches
         const max = wrk(s.port, file);
         const res: Record<string, unknown> = { ...max };
         // wrk paces each connection (a delay between its requests) to reach half the maximum rate.
         // Three runs, the median p99 reported: one run's p99 moves by ±0.4 ms on this VM.
-        if (kind === 'cidlock-dovecot') {
+        if (kind !== 'bare-http') {
           const target = Math.round(max.rps / 2);
           const runs = [0, 1, 2].map(() => wrk(s.port, file, target)).sort((a, b) => a.p99 - b.p99);
           res.half_rate = { target, ...runs[1]!, p99_runs: runs.map((r) => r.p99) };
-          res.half_rate_with_slow_clients = { target, slow_clients: SLOW_CLIENTS, ...(await withSlowClients(s.port, () => wrk(s.port, file, target))) };
+          if (!before) res.half_rate_with_slow_clients = { target, slow_clients: SLOW_CLIENTS, ...(await withSlowClients(s.port, () => wrk(s.port, file, target))) };
         }
         out[kind] = res;
       }
       // The bare server at the same paced rate shows how much of the tail is the machine's own.
       const half = (out['cidlock-dovecot'] as { half_rate: { target: number } }).half_rate.target;
       (out['bare-http'] as Record<string, unknown>).same_rate = { target: half, ...wrk(servers[0]!.port, file, half) };
-      for (const [i, kind] of ['bare-http', 'cidlock-dovecot'].entries()) (out[kind] as Record<string, unknown>).peak_rss_mb = peakRssMb(servers[i]!.proc.pid!);
+      for (const [i, kind] of kinds.entries()) (out[kind] as Record<string, unknown>).peak_rss_mb = peakRssMb(servers[i]!.proc.pid!);
     } finally {
       for (const s of servers) await s.stop();
     }
-    out.ratio = +((out['cidlock-dovecot'] as { rps: number }).rps / (out['bare-http'] as { rps: number }).rps).toFixed(3);
+    const rps = (k: string) => (out[k] as { rps: number }).rps;
+    out.ratio = +(rps('cidlock-dovecot') / rps('bare-http')).toFixed(3);
+    if (beforeBench !== undefined) out.ratio_vs_before = +(rps('cidlock-dovecot') / rps('cidlock-dovecot-before')).toFixed(3);
     return out;
   } finally {
     rmSync(dir, { recursive: true, force: true });

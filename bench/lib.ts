@@ -28,10 +28,16 @@ export function peakRssMb(pid: number): number {
 
 export interface RunningServer { port: number; proc: ChildProcess; stop(): Promise<void> }
 
-export async function startServer(kind: string, stateDir: string, users: number): Promise<RunningServer> {
+/**
+ * BENCH_BEFORE=<another checkout's dist/bench>: the previous design's servers are measured in the
+ * same run, against the same load, so "no slower than before" is a ratio, not a memory.
+ */
+export const beforeBench = process.env.BENCH_BEFORE;
+
+export async function startServer(kind: string, stateDir: string, users: number, dist = distBench): Promise<RunningServer> {
   // BENCH_CPU_PROF=<dir>: each server under test writes a V8 CPU profile there when stopped.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=${kind}-${Date.now()}.cpuprofile`] : [];
-  const proc = pinnedSpawn(SERVER_CORE, process.execPath, [...prof, join(distBench, 'servers.js'), kind, stateDir, String(users)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = pinnedSpawn(SERVER_CORE, process.execPath, [...prof, join(dist, 'servers.js'), kind, stateDir, String(users)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
     proc.once('exit', (c) => reject(new Error(`${kind} exited with ${c}`)));

@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchUsers, postfixRequests } from './fixtures.js';
-import { CLIENT_CORE, peakRssMb, percentiles, pinSelf, SERVER_CORE, sleep, startServer } from './lib.js';
+import { beforeBench, CLIENT_CORE, peakRssMb, percentiles, pinSelf, SERVER_CORE, sleep, startServer } from './lib.js';
 
 const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -87,8 +87,9 @@ export async function benchPostfix(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'cidlock-bench-'));
   const out: Record<string, unknown> = { connections: CONNECTIONS, seconds: SECONDS, users: USERS };
   try {
-    for (const kind of ['bare-net', 'cidlock-postfix']) {
-      const s = await startServer(kind, mkdtempSync(join(dir, 'state-')), USERS);
+    for (const kind of ['bare-net', ...(beforeBench !== undefined ? ['cidlock-postfix-before'] : []), 'cidlock-postfix']) {
+      const before = kind.endsWith('-before');
+      const s = await startServer(before ? 'cidlock-postfix' : kind, mkdtempSync(join(dir, 'state-')), USERS, before ? beforeBench : undefined);
       await load(s.port, reqs, 2, CONNECTIONS); // warm-up
       out[kind] = { ...(await load(s.port, reqs, SECONDS, CONNECTIONS)), peak_rss_mb: peakRssMb(s.proc.pid!) };
       await s.stop();
@@ -114,6 +115,7 @@ export async function benchPostfix(): Promise<Record<string, unknown>> {
     }
     const rps = (k: string) => (out[k] as { rps?: number } | undefined)?.rps ?? NaN;
     out.ratio_bare = +(rps('cidlock-postfix') / rps('bare-net')).toFixed(3);
+    if (beforeBench !== undefined) out.ratio_vs_before = +(rps('cidlock-postfix') / rps('cidlock-postfix-before')).toFixed(3);
     out.ratio_postfwd = +(rps('cidlock-postfix') / rps('postfwd')).toFixed(1);
     out.ratio_postfwd_cached = +(rps('cidlock-postfix') / rps('postfwd-cached')).toFixed(1);
     return out;

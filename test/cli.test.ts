@@ -194,4 +194,19 @@ test('a rules error stops every command with status 2 and changes nothing', () =
   }
 });
 
+test('accounts.default_domain: names typed without a domain are the accounts Dovecot and decisions use', () => {
+  const cfg = workspace('accounts: { default_domain: example.com }\npolicy: { mode: monitor }\ndomains:\n  example.com: { mode: enforce }\n');
+  assert.is(cidlock(['devices', 'add', 'Alice', LAPTOP, '--config', cfg]).status, 0);
+  const listed = cidlock(['devices', 'list', '--json', '--config', cfg]);
+  assert.is(JSON.parse(listed.stdout).user, 'alice@example.com');
+  // Dovecot with auth_username_format = %Ln asks about "alice": the same account, proven.
+  const t = cidlock(['test', '--user', 'alice', '--protocol', 'imap', '--tls', '--cid', LAPTOP, '--config', cfg]);
+  assert.is(t.status, 0, t.stdout);
+  assert.match(t.stdout, /^ALLOW {2}alice@example\.com imap/);
+  const file = join(tempDir(), 'import.txt');
+  writeFileSync(file, 'bob UUID 0f0f0f0f-bob\n');
+  assert.is(cidlock(['devices', 'import', file, '--config', cfg]).status, 0);
+  assert.match(cidlock(['devices', 'list', 'bob@example.com', '--config', cfg]).stdout, /bob@example\.com/);
+});
+
 test.run();

@@ -1,3 +1,4 @@
+import { accountName, parseLoginName } from '../core/login-name.js';
 import type { EventSink } from '../alerts/events.js';
 import { parseCid } from '../core/cid.js';
 import type { Engine } from '../core/engine.js';
@@ -12,14 +13,14 @@ export interface ApiResponse { status: number; body: unknown }
 const ok = (body: unknown, status = 200): ApiResponse => ({ status, body });
 const err = (status: number, error: string): ApiResponse => ({ status, body: { error } });
 
-function userFrom(segment: string): string | null {
-  let u: string;
+function userFrom(segment: string, defaultDomain: string): string | null {
+  let r;
   try {
-    u = decodeURIComponent(segment).trim().toLowerCase();
+    r = parseLoginName(decodeURIComponent(segment));
   } catch {
     return null;
   }
-  return u === '' || u.length > 320 || /[\s\x00-\x1f\x7f"]/.test(u) ? null : u;
+  return r.ok ? accountName(r.name, defaultDomain) : null;
 }
 
 const deviceView = (d: { id: string; kind: string; type: string; label: string; added: string; source: string }) =>
@@ -61,7 +62,7 @@ const REGISTRY_STATUS: Record<RegistryErrorCode, number> = { ambiguous: 409, loc
 export async function handleApi(engine: Engine, events: EventSink, method: string, path: string, body: unknown): Promise<ApiResponse> {
   const m = /^\/api\/users\/([^/]+)(?:\/(devices|mode|refusals)(?:\/([0-9a-fA-F]{6,64}))?)?\/?$/.exec(path);
   if (m === null) return err(404, 'unknown API path; see the README for the routes');
-  const user = userFrom(m[1]!);
+  const user = userFrom(m[1]!, engine.rules.accounts.defaultDomain);
   if (user === null) return err(400, 'not a login name');
   const what = m[2];
   const id = m[3];

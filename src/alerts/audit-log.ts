@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsync as fsyncAsync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { FsyncPolicy } from '../core/rules/types.js';
 
@@ -29,11 +29,22 @@ export function openAuditLog(file: string, fsync: FsyncPolicy, onError: (error: 
     if (msg !== lastError) onError(`${file}: ${msg}`);
     lastError = msg;
   };
+  // The once-a-second flush runs in libuv's thread pool: a slow disk must not stall decisions.
+  let syncing = false;
+  let closeAfterSync: number | null = null;
   const timer = fsync === 'interval'
     ? setInterval(() => {
-      if (!dirty || fd === null) return;
+      if (!dirty || fd === null || syncing) return;
       dirty = false;
-      try { fsyncSync(fd); } catch (err) { fail(err); }
+      syncing = true;
+      fsyncAsync(fd, (err) => {
+        syncing = false;
+        if (err) fail(err);
+        if (closeAfterSync !== null) {
+          try { closeSync(closeAfterSync); } catch (e) { fail(e); }
+          closeAfterSync = null;
+        }
+      });
     }, 1000)
     : undefined;
   timer?.unref();
@@ -60,7 +71,9 @@ export function openAuditLog(file: string, fsync: FsyncPolicy, onError: (error: 
       if (fd === null) return;
       try {
         if (fsync !== 'never') fsyncSync(fd);
-        closeSync(fd);
+        // A flush still running in the pool closes the descriptor when it is done.
+        if (syncing) closeAfterSync = fd;
+        else closeSync(fd);
       } catch (err) {
         fail(err);
       }

@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { parseLoginName } from '../core/login-name.js';
+import { accountName, parseLoginName } from '../core/login-name.js';
 
 /** A mistake in how a command was called: exit status 2 and a pointer to --help. */
 export class UsageError extends Error {
@@ -41,8 +41,9 @@ export function configPath(value: unknown): string {
   return process.env.CIDLOCK_CONFIG || DEFAULT_CONFIG;
 }
 
-export function userArg(value: string | undefined): string {
+/** A login name from the command line, as the account the mail servers name (see accounts.default_domain). */
+export function userArg(value: string | undefined, defaultDomain = ''): string {
   const r = parseLoginName(value ?? '');
   if (!r.ok) throw new UsageError(r.error);
-  return r.name;
+  return accountName(r.name, defaultDomain);
 }

@@ -38,7 +38,10 @@ DESCRIPTION
 
 EXIT STATUS
      0 success; 1 failure (for "test": a refused login; for "check": invalid
-     rules); 2 usage error, or invalid rules for the other commands.
+     rules); 2 usage error, or invalid rules for the other commands; for
+     commands that read or change the registry: 3 a device ID matches several
+     devices, 4 the registry is locked by another cidlock process, 5 a state
+     file cannot be read or written, 6 the registry is damaged.
 `,
   serve: `NAME
      cidlock serve - run the policy daemon
@@ -72,8 +75,8 @@ DESCRIPTION
      admin API) reach the daemon within a second, without a signal.
 
 SIGNALS
-     SIGHUP   re-read the rules file and the device registry now. An invalid
-              rules file is logged with file:line:column, counted in
+     SIGHUP   re-read the rules file now. An invalid rules file is logged
+              with file:line:column, counted in
               cidlock_rules_reloads_total{result="rejected"}, and the old
               rules stay in force. Listener addresses and state_dir change
               only on restart.

@@ -1,3 +1,4 @@
+import { VERSION } from '../core/version.js';
 import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
 import { ApiKeyError } from '../dovecot-policy/api-key.js';
 import { UsageError } from './args.js';
@@ -31,7 +32,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     if (text === undefined) return io.err(`cidlock: no help for ${JSON.stringify(topic)}`), 2;
     return io.out(text), 0;
   }
-  if (cmd === '--version') return io.out('cidlock 0.1.0'), 0;
+  if (cmd === '--version') return io.out(`cidlock ${VERSION}`), 0;
   const run = COMMANDS[cmd];
   if (run === undefined) {
     io.err(`cidlock: unknown command ${JSON.stringify(cmd)}; see "cidlock --help"`);

@@ -64,7 +64,7 @@ export async function devicesCommand(argv: string[], io: Io): Promise<number> {
   switch (sub) {
     case 'list': {
       const registry = await openRegistryFor(rules, false);
-      const names = positionals[0] !== undefined ? [userArg(positionals[0])] : [...registry.users()].sort();
+      const names = positionals[0] !== undefined ? [userArg(positionals[0], rules.accounts.defaultDomain)] : [...registry.users()].sort();
       const rows: Array<[string, Device]> = names.flatMap((u) => registry.devices(u).map((d): [string, Device] => [u, d]));
       if (values.json) {
         for (const [user, { id, kind, type, label, added, source }] of rows) io.out(JSON.stringify({ user, id, kind, type, label, added, source }));
@@ -76,7 +76,7 @@ export async function devicesCommand(argv: string[], io: Io): Promise<number> {
       return 0;
     }
     case 'add': {
-      const user = userArg(positionals[0]);
+      const user = userArg(positionals[0], rules.accounts.defaultDomain);
       const input = addInput(values, positionals[1]);
       const registry = await openRegistryFor(rules, true);
       const r = await registry.add(user, input, 'admin');
@@ -86,7 +86,7 @@ export async function devicesCommand(argv: string[], io: Io): Promise<number> {
       return 0;
     }
     case 'remove': {
-      const user = userArg(positionals[0]);
+      const user = userArg(positionals[0], rules.accounts.defaultDomain);
       const id = positionals[1];
       const label = values.label;
       if ((id === undefined) === (label === undefined)) throw new UsageError('give either a device ID or --label L');
@@ -102,7 +102,7 @@ export async function devicesCommand(argv: string[], io: Io): Promise<number> {
     }
     case 'import': {
       const file = positionals[0]!;
-      const parsed = parseImport(readInput(file), file === '-' ? 'stdin' : file);
+      const parsed = parseImport(readInput(file), file === '-' ? 'stdin' : file, rules.accounts.defaultDomain);
       if (!parsed.ok) {
         for (const e of parsed.errors) io.err(e);
         throw new ExitError(1, `import aborted: ${parsed.errors.length} bad line${parsed.errors.length === 1 ? '' : 's'}; nothing was changed`);

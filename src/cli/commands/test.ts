@@ -32,7 +32,7 @@ const OPTIONS = {
 
 type Item = { label: string; request: AuthRequest } | { label: string; note: string };
 
-function fromFlags(v: Record<string, unknown>): Item {
+function fromFlags(v: Record<string, unknown>, rules: Rules): Item {
   if (typeof v.user !== 'string') throw new UsageError('--user is required (or --dovecot-json / --postfix)');
   if (typeof v.protocol !== 'string' || !/^[a-z0-9-]{1,20}$/i.test(v.protocol)) throw new UsageError('--protocol is required: imap, pop3, submission, smtp or sieve');
   let remote: string | null = null;
@@ -40,7 +40,7 @@ function fromFlags(v: Record<string, unknown>): Item {
     remote = normalizeIp(v.ip);
     if (remote === null) throw new UsageError(`--ip: not an IP address: ${JSON.stringify(v.ip)}`);
   }
-  const req: AuthRequest = { protocol: v.protocol.toLowerCase(), user: userArg(v.user), remote, tls: v.tls === true, certFingerprints: [], stage: 'offline' };
+  const req: AuthRequest = { protocol: v.protocol.toLowerCase(), user: userArg(v.user, rules.accounts.defaultDomain), remote, tls: v.tls === true, certFingerprints: [], stage: 'offline' };
   if (typeof v.cid === 'string') {
     const c = parseCid(v.cid);
     // A malformed CID is explained like the daemon would, not refused as a usage error.
@@ -109,7 +109,7 @@ export async function testCommand(argv: string[], io: Io): Promise<number> {
   const items: Item[] =
     values['dovecot-json'] !== undefined ? fromDovecot(readInput(values['dovecot-json']), values['dovecot-json'] === '-' ? 'stdin' : values['dovecot-json'], rules)
       : values.postfix !== undefined ? fromPostfix(readInput(values.postfix), values.postfix === '-' ? 'stdin' : values.postfix, rules)
-        : [fromFlags(values)];
+        : [fromFlags(values, rules)];
   if (items.length === 0) throw new UsageError('no request found in the input');
 
   const now = Date.now();

@@ -14,8 +14,8 @@ export async function usersCommand(argv: string[], io: Io): Promise<number> {
   if (sub !== 'set' && sub !== 'show') throw new UsageError(`unknown users command ${JSON.stringify(sub)} (expected set or show)`);
   const { values, positionals } = parseCommand(rest, OPTIONS, { min: 1, max: 1, names: 'USER' });
   if (values.help) return io.out(HELP.users!), 0;
-  const user = userArg(positionals[0]);
   const rules = loadRulesOrExit(configPath(values.config), io);
+  const user = userArg(positionals[0], rules.accounts.defaultDomain);
 
   if (sub === 'set') {
     const m = values.mode;

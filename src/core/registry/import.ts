@@ -1,3 +1,4 @@
+import { accountName, parseLoginName } from '../login-name.js';
 import { parseCid } from '../cid.js';
 import { normalizeFingerprint } from '../fingerprint.js';
 import type { DeviceInput } from './registry.js';
@@ -12,7 +13,7 @@ const MAX_ERRORS = 50;
  * Bulk device list, one per line: `USER TYPE TOKEN [LABEL...]` or `USER --cert FINGERPRINT [LABEL...]`.
  * All-or-nothing: any bad line fails the whole import, so a half-applied file never happens.
  */
-export function parseImport(text: string, source: string): ImportResult {
+export function parseImport(text: string, source: string, defaultDomain = ''): ImportResult {
   const items: Array<{ user: string; input: DeviceInput }> = [];
   const errors: string[] = [];
   const lines = text.split('\n');
@@ -22,11 +23,12 @@ export function parseImport(text: string, source: string): ImportResult {
     const where = `${source}:${i + 1}`;
     const parts = line.split(/[ \t]+/);
     const [rawUser, a, b, ...rest] = parts;
-    const user = (rawUser ?? '').toLowerCase();
-    if (/[\x00-\x1f\x7f"]/.test(user) || user.length > 320) {
+    const name = parseLoginName(rawUser ?? '');
+    if (!name.ok) {
       errors.push(`${where}: not a login name`);
       continue;
     }
+    const user = accountName(name.name, defaultDomain);
     if (a === undefined || b === undefined) {
       errors.push(`${where}: expected USER TYPE TOKEN [LABEL] or USER --cert FINGERPRINT [LABEL]`);
       continue;
