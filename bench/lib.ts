@@ -34,6 +34,11 @@ export interface RunningServer { port: number; proc: ChildProcess; stop(): Promi
  */
 export const beforeBench = process.env.BENCH_BEFORE;
 
+/** Rounds of the previous design against this one, alternated so drift on the VM hits both alike. */
+export const BEFORE_ROUNDS = Number(process.env.BENCH_BEFORE_ROUNDS ?? 3);
+
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 export async function startServer(kind: string, stateDir: string, users: number, dist = distBench): Promise<RunningServer> {
   // BENCH_CPU_PROF=<dir>: each server under test writes a V8 CPU profile there when stopped.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=${kind}-${Date.now()}.cpuprofile`] : [];

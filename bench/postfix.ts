@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchUsers, postfixRequests } from './fixtures.js';
-import { beforeBench, CLIENT_CORE, peakRssMb, percentiles, pinSelf, SERVER_CORE, sleep, startServer } from './lib.js';
+import { BEFORE_ROUNDS, beforeBench, CLIENT_CORE, median, peakRssMb, percentiles, pinSelf, SERVER_CORE, sleep, startServer } from './lib.js';
 
 const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -87,12 +87,23 @@ export async function benchPostfix(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'cidlock-bench-'));
   const out: Record<string, unknown> = { connections: CONNECTIONS, seconds: SECONDS, users: USERS };
   try {
-    for (const kind of ['bare-net', ...(beforeBench !== undefined ? ['cidlock-postfix-before'] : []), 'cidlock-postfix']) {
-      const before = kind.endsWith('-before');
-      const s = await startServer(before ? 'cidlock-postfix' : kind, mkdtempSync(join(dir, 'state-')), USERS, before ? beforeBench : undefined);
+    for (const kind of ['bare-net', 'cidlock-postfix']) {
+      const s = await startServer(kind, mkdtempSync(join(dir, 'state-')), USERS);
       await load(s.port, reqs, 2, CONNECTIONS); // warm-up
       out[kind] = { ...(await load(s.port, reqs, SECONDS, CONNECTIONS)), peak_rss_mb: peakRssMb(s.proc.pid!) };
       await s.stop();
+    }
+    if (beforeBench !== undefined) {
+      const rounds: Record<'before' | 'now', number[]> = { before: [], now: [] };
+      for (let r = 0; r < BEFORE_ROUNDS; r++) {
+        for (const which of ['before', 'now'] as const) {
+          const s = await startServer('cidlock-postfix', mkdtempSync(join(dir, 'state-')), USERS, which === 'before' ? beforeBench : undefined);
+          await load(s.port, reqs, 2, CONNECTIONS);
+          rounds[which].push((await load(s.port, reqs, SECONDS, CONNECTIONS)).rps);
+          await s.stop();
+        }
+      }
+      out.vs_before = { rounds: rounds.before.length, before_rps: rounds.before, now_rps: rounds.now, ratio: +(median(rounds.now) / median(rounds.before)).toFixed(3) };
     }
     if (spawnSync('sh', ['-c', 'command -v postfwd']).status === 0) {
       for (const cached of [false, true]) {
@@ -115,7 +126,6 @@ export async function benchPostfix(): Promise<Record<string, unknown>> {
     }
     const rps = (k: string) => (out[k] as { rps?: number } | undefined)?.rps ?? NaN;
     out.ratio_bare = +(rps('cidlock-postfix') / rps('bare-net')).toFixed(3);
-    if (beforeBench !== undefined) out.ratio_vs_before = +(rps('cidlock-postfix') / rps('cidlock-postfix-before')).toFixed(3);
     out.ratio_postfwd = +(rps('cidlock-postfix') / rps('postfwd')).toFixed(1);
     out.ratio_postfwd_cached = +(rps('cidlock-postfix') / rps('postfwd-cached')).toFixed(1);
     return out;

@@ -140,7 +140,8 @@ export function createEngine(opts: EngineOptions): Engine {
   const stats: EngineStats = { decisions: 0, successes: 0, failures: 0, policyRejects: 0 };
   const certsSeen = new LRUCache<string, { fps: readonly string[]; at: number }>({ max: MAX_TRACKED });
   const alerted = new LRUCache<string, true>({ max: MAX_TRACKED, ttl: rules.alerts.unknownDevice.windowMs });
-  const smtpLogins = new LRUCache<string, true>({ max: MAX_TRACKED, ttl: SMTP_SESSION_MS });
+  // When each (user, address) last had an SMTP login counted; a plain LRU, the age checked here.
+  const smtpLogins = new LRUCache<string, number>({ max: MAX_TRACKED });
   const learnSlots = createLearnSlots(now);
   const inFlight = new Set<Promise<void>>();
   const slotOf = new WeakMap<Decision, { user: string; slot: string }>();
@@ -331,15 +332,17 @@ export function createEngine(opts: EngineOptions): Engine {
         if (fps.length > 0) req = { ...req, certFingerprints: fps };
       }
       const d = run(req, true);
-      if (req.protocol === 'smtp' && req.remote !== null) smtpLogins.set(`${req.user}\0${req.remote}`, true);
+      if (req.protocol === 'smtp' && req.remote !== null) smtpLogins.set(`${req.user}\0${req.remote}`, now());
       return d;
     },
     checkTransaction(req) {
       // Postfix asks again at every MAIL and RCPT of a session whose AUTH Dovecot may already have
       // asked about: a new login for the metrics only the first time.
       const key = `${req.user}\0${req.remote ?? ''}`;
-      const seen = smtpLogins.has(key);
-      if (!seen) smtpLogins.set(key, true);
+      const t = now();
+      const last = smtpLogins.get(key);
+      const seen = last !== undefined && t - last < SMTP_SESSION_MS;
+      if (!seen) smtpLogins.set(key, t);
       const d = run(req, !seen);
       // SASL already succeeded: a proven or learned device vouches now, a refusal is a failed attempt.
       if (d.action === 'allow' && !d.would_reject && (d.proven !== undefined || d.learn !== undefined)) reportSuccess(req, d);

@@ -40,7 +40,13 @@ export function createVouchStore(maxUsers = 100_000): VouchStore {
       if (ttlMs <= 0) return;
       let m = users.get(user);
       if (m === undefined) users.set(user, (m = new Map()));
-      if (!m.delete(remote)) size++;
+      const seen = m.get(remote);
+      if (seen !== undefined) {
+        // The same device again from the same address (every RCPT of a session): renew in place.
+        Object.assign(seen, vouch, { until: vouch.at + ttlMs });
+        return;
+      }
+      size++;
       m.set(remote, { ...vouch, until: vouch.at + ttlMs });
       // Long-expired entries of this user go when it vouches again, the oldest beyond the cap too.
       for (const [r, v] of m) {

@@ -18,6 +18,9 @@ export interface PolicyLimits extends AttributeLimits {
 
 export const POLICY_LIMITS: PolicyLimits = { ...DEFAULT_LIMITS, maxRequestBytes: 64 * 1024, idleMs: 330_000, maxConnections: 2048, requestTimeoutMs: 10_000 };
 
+const LF = 0x0a;
+const TERMINATOR = Buffer.from('\n\n');
+
 /**
  * A connection's unread input, as the chunks the socket delivered: appending never copies, and
  * the search for the blank line that ends a request looks at each byte once, however the client
@@ -37,19 +40,13 @@ function requestBuffer() {
   const find = (): number => {
     for (; ci < chunks.length; ci++, li = 0) {
       const c = chunks[ci]!;
-      while (li < c.length) {
-        const nl = c.indexOf(10, li);
-        if (nl < 0) {
-          pos += c.length - li;
-          li = c.length;
-          afterNewline = false;
-          break;
-        }
-        if (nl === li && afterNewline) return pos;
-        pos += nl + 1 - li;
-        li = nl + 1;
-        afterNewline = true;
-      }
+      if (c.length === 0) continue;
+      // One native search per chunk; only the blank line split across two chunks needs a look of its own.
+      if (li === 0 && afterNewline && c[0] === LF) return pos;
+      const at = c.indexOf(TERMINATOR, li);
+      if (at >= 0) return pos + at + 1 - li;
+      pos += c.length - li;
+      afterNewline = c[c.length - 1] === LF;
     }
     return -1;
   };
@@ -142,6 +139,7 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
     const send = (reply: string): void => {
       if (sock.write(reply)) return;
       writeBlocked = true;
+      sock.pause();
       sock.once('drain', () => {
         writeBlocked = false;
         flow();
@@ -165,6 +163,7 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
         if ('error' in r) return fail(r.error);
         if (r.delayMs > 0) {
           delaying = true;
+          sock.pause();
           const reply = r.reply;
           setTimeout(() => {
             delaying = false;
@@ -190,7 +189,7 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
     let partial: NodeJS.Timeout | undefined;
     const deadline = (): void => {
       if (input.size === 0 || delaying || sock.destroyed) {
-        clearTimeout(partial);
+        if (partial !== undefined) clearTimeout(partial);
         partial = undefined;
       } else if (partial === undefined) {
         partial = setTimeout(() => fail('request not completed in time'), limits.requestTimeoutMs);
@@ -202,8 +201,8 @@ export function createPolicyServer(opts: { engine: Engine; logger: Logger; limit
       input.push(chunk);
       // Postfix never writes while it waits for a reply: input beyond one request then is abuse.
       if ((delaying || writeBlocked) && input.size > limits.maxRequestBytes) return fail('request larger than the limit');
+      // Reading stops where drain() holds a reply back (it pauses the socket) and resumes when it goes.
       drain();
-      flow();
       deadline();
     });
   });
