@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dovecotBodies } from './fixtures.js';
-import { BEFORE_ROUNDS, beforeBench, CLIENT_CORE, distBench, median, peakRssMb, pinnedSpawn, pinSelf, sleep, startServer } from './lib.js';
+import { BEFORE_ROUNDS, beforeBench, roundOrder, CLIENT_CORE, distBench, median, peakRssMb, pinnedSpawn, pinSelf, sleep, startServer } from './lib.js';
 
 const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -86,7 +86,7 @@ export async function benchDovecot(): Promise<Record<string, unknown>> {
       const half = (out['cidlock-dovecot'] as { half_rate: { target: number } }).half_rate.target;
       const rounds: Record<'before' | 'now', { rps: number; p99_at_half: number }[]> = { before: [], now: [] };
       for (let r = 0; r < BEFORE_ROUNDS; r++) {
-        for (const which of ['before', 'now'] as const) {
+        for (const which of roundOrder(r)) {
           const s = await startServer('cidlock-dovecot', mkdtempSync(join(dir, 'state-')), USERS, which === 'before' ? beforeBench : undefined);
           try {
             wrk(s.port, file);

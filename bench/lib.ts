@@ -34,8 +34,12 @@ export interface RunningServer { port: number; proc: ChildProcess; stop(): Promi
  */
 export const beforeBench = process.env.BENCH_BEFORE;
 
-/** Rounds of the previous design against this one, alternated so drift on the VM hits both alike. */
-export const BEFORE_ROUNDS = Number(process.env.BENCH_BEFORE_ROUNDS ?? 3);
+/**
+ * Rounds of the previous design against this one. Which goes first alternates too: on this VM the
+ * second server of a back-to-back pair measured up to 20 % slower, whichever it was.
+ */
+export const BEFORE_ROUNDS = Number(process.env.BENCH_BEFORE_ROUNDS ?? 4);
+export const roundOrder = (r: number): Array<'before' | 'now'> => (r % 2 === 0 ? ['before', 'now'] : ['now', 'before']);
 
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

@@ -8,7 +8,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchUsers, postfixRequests } from './fixtures.js';
-import { BEFORE_ROUNDS, beforeBench, CLIENT_CORE, median, peakRssMb, percentiles, pinSelf, SERVER_CORE, sleep, startServer } from './lib.js';
+import { BEFORE_ROUNDS, beforeBench, roundOrder, CLIENT_CORE, median, peakRssMb, percentiles, pinSelf, SERVER_CORE, sleep, startServer } from './lib.js';
 
 const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -96,7 +96,7 @@ export async function benchPostfix(): Promise<Record<string, unknown>> {
     if (beforeBench !== undefined) {
       const rounds: Record<'before' | 'now', number[]> = { before: [], now: [] };
       for (let r = 0; r < BEFORE_ROUNDS; r++) {
-        for (const which of ['before', 'now'] as const) {
+        for (const which of roundOrder(r)) {
           const s = await startServer('cidlock-postfix', mkdtempSync(join(dir, 'state-')), USERS, which === 'before' ? beforeBench : undefined);
           await load(s.port, reqs, 2, CONNECTIONS);
           rounds[which].push((await load(s.port, reqs, SECONDS, CONNECTIONS)).rps);

@@ -4,7 +4,7 @@ import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { CONTENT_TYPE, type Metrics } from '../core/metrics.js';
 import { VERSION } from '../core/version.js';
-import { keyMatches } from '../dovecot-policy/api-key.js';
+import { keyCheck } from '../dovecot-policy/api-key.js';
 import { handleApi } from './api.js';
 
 export interface AdminOptions {
@@ -41,6 +41,7 @@ function health(o: AdminOptions) {
 
 /** Health, readiness and metrics are open on loopback; the /api routes need the admin token. */
 export function createAdminServer(o: AdminOptions): Server {
+  const tokenOk = keyCheck(() => o.engine.rules.admin.token);
   const handle = async (req: IncomingMessage, res: ServerResponse, raw: Buffer | null) => {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path === '/healthz') return json(res, 200, health(o));
@@ -55,7 +56,7 @@ export function createAdminServer(o: AdminOptions): Server {
     if (!path.startsWith('/api/')) return json(res, 404, { error: 'not found' });
     const token = o.engine.rules.admin.token;
     if (token === '') return json(res, 404, { error: 'the admin API is disabled: set admin.token in the rules file' });
-    if (!keyMatches(token, req.headers)) {
+    if (!tokenOk(req.headers)) {
       o.logger.log('warn', 'admin_unauthorized', { path, peer: req.socket.remoteAddress });
       return json(res, 401, { error: 'missing or wrong token' });
     }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { dirname } from 'node:path';
@@ -29,14 +29,29 @@ function presentedKeys(headers: IncomingHttpHeaders): string[] {
   return keys;
 }
 
-const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
-
-/** Constant time in the key's content: both sides are hashed to equal length before comparing. */
-export function keyMatches(expected: string, headers: IncomingHttpHeaders): boolean {
-  const want = digest(expected);
-  let ok = false;
-  for (const k of presentedKeys(headers)) ok = timingSafeEqual(want, digest(k)) || ok;
-  return ok;
+/**
+ * A check of the key in force (read through `current`, so a reload takes effect at once), for one
+ * listener. Constant time in the key's content; only a presented key of another length returns
+ * early, and the length is no secret (64 hex digits for the keys cidlock makes). Hashing both
+ * sides instead cost 3.6 µs per request, a fifth of the Dovecot path's time (bench/).
+ */
+export function keyCheck(current: () => string): (headers: IncomingHttpHeaders) => boolean {
+  let key = '';
+  let want = Buffer.alloc(0);
+  return (headers) => {
+    const expected = current();
+    if (expected === '') return false;
+    if (expected !== key) {
+      key = expected;
+      want = Buffer.from(expected, 'utf8');
+    }
+    let ok = false;
+    for (const k of presentedKeys(headers)) {
+      const got = Buffer.from(k, 'utf8');
+      ok = (got.length === want.length && timingSafeEqual(want, got)) || ok;
+    }
+    return ok;
+  };
 }
 
 /**

@@ -3,7 +3,7 @@ import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { capConnections } from '../net/connection-cap.js';
 import { answerFor } from './answer.js';
-import { keyMatches } from './api-key.js';
+import { keyCheck } from './api-key.js';
 import { createPendingLogins, loginKey } from './pending.js';
 import { commandFromPath, reportOutcome, translateDovecot, type DovecotBody } from './translate.js';
 
@@ -42,6 +42,7 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
   const { engine, logger } = opts;
   const limits = { ...DOVECOT_LIMITS, ...opts.limits };
   const pending = createPendingLogins();
+  const keyOk = keyCheck(opts.apiKey);
 
   const bad = (req: IncomingMessage, res: ServerResponse, status: number, reason: string, close = false) => {
     logger.log('warn', 'dovecot_bad_request', { status, reason, peer: req.socket.remoteAddress });
@@ -103,8 +104,7 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
     (req, res) => {
       cap.served(req.socket);
       // Always required: without it anything on the host could forge logins, reports and failures.
-      const apiKey = opts.apiKey();
-      if (apiKey === '' || !keyMatches(apiKey, req.headers)) {
+      if (!keyOk(req.headers)) {
         req.resume();
         return bad(req, res, 401, 'missing or wrong API key', true);
       }
