@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cidlock } from '../helpers/cli.js';
-import { imapLogin, pop3Login } from '../helpers/mail-clients.js';
+import { converse, imapLogin, pop3Login } from '../helpers/mail-clients.js';
 import { repoRoot } from '../helpers/paths.js';
 import { dovecotSnippetFor, requireTools, serverDir, startCidlock, startDovecot, type Cidlock, type Dovecot } from './harness.js';
 
@@ -108,6 +108,31 @@ check('a fresh install with the example rules stops a dictionary run, though eve
   assert.not.ok(dv2.log().includes(`passwd-file(bob@example.com,${bot},`), 'the password was checked');
   // ...while bob from his own address only shows up in the monitor log.
   assert.match((await imapLogin(dv2.imapPort, { user: 'bob@example.com', pass: 'bob-pw', starttls: true, localAddress: '127.0.4.51' })).reply, /Logged in/);
+});
+
+check('a CID sent in the clear before STARTTLS counts as TLS: Dovecot keeps the ID and reports only the login\'s channel (README says so)', async () => {
+  await setup();
+  const reloads = () => cl.lines.filter((l) => l.event === 'registry_reloaded').length;
+  const seen = reloads();
+  const add = cidlock(['devices', 'add', 'alice@example.com', 'UUID 5a1e0c3d-cleartext-laptop', '--config', cl.cfg]);
+  assert.is(add.status, 0, add.stderr);
+  await cl.waitFor(() => reloads() > seen, 'the daemon to see the device');
+  const c = await converse(dv.imapPort, { localAddress: '127.0.4.60' });
+  try {
+    await c.readLine();
+    c.send('i1 ID ("clientid" "UUID 5a1e0c3d-cleartext-laptop")'); // in the clear
+    await c.readUntil((l) => l.startsWith('i1 '));
+    c.send('s1 STARTTLS');
+    await c.readUntil((l) => l.startsWith('s1 '));
+    await c.startTls();
+    c.send('l1 LOGIN "alice@example.com" "alice-pw"');
+    const r = await c.readUntil((l) => l.startsWith('l1 '));
+    assert.match(r[r.length - 1]!, /^l1 OK/, 'the CID that crossed the network in the clear proved the device');
+  } finally {
+    c.close();
+  }
+  const d = decisions(cl, 'alice@example.com', '127.0.4.60')[0]!;
+  assert.equal([d.tls, d.reason], [true, 'registered_device']);
 });
 
 test.run();
