@@ -103,6 +103,21 @@ test('learn: simultaneous logins with new devices admit at most max_devices; a f
   assert.is(s.engine.decide(imap({ cid: cid(4) })).action, 'reject');
 });
 
+test('learn: a device registered while its login still holds the slot is counted once, not twice', async () => {
+  const s = await setup('policy: { mode: learn, learn: { max_devices: 2 } }\n');
+  const cid = (i: number) => ({ type: 'UUID', token: `counted-once-${i}` });
+  const first = s.engine.decide(imap({ cid: cid(0) }));
+  assert.is(first.reason, 'learning');
+  // The registration lands in the registry (as another host's or this one's write becomes
+  // visible) before the admitting login has let go of its slot.
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: cid(0) }, 'learn');
+  const second = s.engine.decide(imap({ cid: cid(1), remote: '203.0.113.77' }));
+  assert.is(second.reason, 'learning', second.why);
+  assert.match(second.why, /\(2 of at most 2\)/);
+  const third = s.engine.decide(imap({ cid: cid(2), remote: '203.0.113.78' }));
+  assert.match(third.why, /already has 2 of at most 2 devices \(1 of them being learned/);
+});
+
 test('a refused or unproven login never vouches', async () => {
   const s = await setup('policy: { mode: monitor }\n');
   const d = s.engine.decide(imap({ cid: CID }));

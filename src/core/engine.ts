@@ -103,12 +103,14 @@ function describeAction(a: LimitAction): string {
 
 /** Learn-mode devices admitted but not yet registered, per user: they count against max_devices. */
 function createLearnSlots(now: () => number) {
-  const users = new LRUCache<string, Map<string, number>>({ max: MAX_TRACKED });
+  type Slot = { until: number; registered: () => boolean };
+  const users = new LRUCache<string, Map<string, Slot>>({ max: MAX_TRACKED });
   return {
-    reserve(user: string, slot: string): void {
+    /** `registered` says whether the slot's device has reached the registry meanwhile. */
+    reserve(user: string, slot: string, registered: () => boolean): void {
       let m = users.get(user);
       if (m === undefined) users.set(user, (m = new Map()));
-      m.set(slot, now() + LEARN_SLOT_MS);
+      m.set(slot, { until: now() + LEARN_SLOT_MS, registered });
     },
     release(user: string, slot: string): void {
       const m = users.peek(user);
@@ -116,15 +118,19 @@ function createLearnSlots(now: () => number) {
       m.delete(slot);
       if (m.size === 0) users.delete(user);
     },
-    /** Reserved slots of the user other than `except`. */
+    /**
+     * Reserved slots of the user other than `except`. A slot's device can reach the registry
+     * before its login lets go of the slot (the write is awaited, another host wrote it): the
+     * registry counts it then, so it is not counted twice.
+     */
     others(user: string, except: string): number {
       const m = users.peek(user);
       if (m === undefined) return 0;
       const t = now();
       let n = 0;
-      for (const [slot, until] of m) {
-        if (until <= t) m.delete(slot);
-        else if (slot !== except) n++;
+      for (const [slot, s] of m) {
+        if (s.until <= t) m.delete(slot);
+        else if (slot !== except && !s.registered()) n++;
       }
       return n;
     },
@@ -247,7 +253,9 @@ export function createEngine(opts: EngineOptions): Engine {
     const d = decide(req, { rules, registry, vouches, now: t, learning: learnSlots.others });
     applyLimits(req, d, t);
     if (d.learn !== undefined) {
-      learnSlots.reserve(req.user, d.learn.slot);
+      const l = d.learn;
+      // The slot's name may predate the registry's key (a fresh registry): ask by CID, not by slot.
+      learnSlots.reserve(req.user, l.slot, l.kind === 'cid' ? () => registry.findCid(req.user, l.cid) !== undefined : () => registry.hasDevice(req.user, l.fingerprint));
       slotOf.set(d, { user: req.user, slot: d.learn.slot });
     }
     stats.decisions++;

@@ -268,7 +268,7 @@ test.after(async () => {
   await daemon?.stop();
   if (probe !== undefined && probe.samples.length > 0) {
     const all = probe.samples;
-    results['whole run, between phases too'] = { probes: all.length, dovecot: stats(all.map((x) => x.dovecot)), postfix: stats(all.map((x) => x.postfix)), loop: NaN, seconds: NaN };
+    results['whole run, between phases too'] = { probes: all.length, dovecot: stats(all.map((x) => x.dovecot)), postfix: stats(all.map((x) => x.postfix)), loop: Math.max(...Object.values(results).map((r) => r.loop)), seconds: Math.round((all[all.length - 1]!.at - all[0]!.at) / 100) / 10 };
   }
   process.stdout.write(`\n  stall maxima and p99 per phase (ms):\n${Object.entries(results).map(([k, r]) => `    ${k.padEnd(34)} dovecot ${String(r.dovecot.max).padStart(6)} / ${String(r.dovecot.p99).padStart(5)}   postfix ${String(r.postfix.max).padStart(6)} / ${String(r.postfix.p99).padStart(5)}   daemon loop ${String(r.loop).padStart(5)}   (${r.probes} probes, ${r.seconds} s)`).join('\n')}\n`);
 });
