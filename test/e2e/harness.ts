@@ -83,6 +83,8 @@ export function selfSigned(dir: string, name: string, cn: string): { cert: strin
 export interface Dovecot {
   conf: string;
   imapPort: number;
+  /** The implicit-TLS IMAP port, when `imaps` was asked for (else 0). */
+  imapsPort: number;
   pop3Port: number;
   authSocket: string;
   log(): string;
@@ -102,6 +104,10 @@ export interface DovecotOptions {
   fields?: Record<string, string>;
   /** Master users (name: password) in a master passdb; log in as "mailbox*master". */
   masters?: Record<string, string>;
+  /** Also listen for implicit-TLS IMAP (imaps). */
+  imaps?: boolean;
+  /** The server certificate; a self-signed one for mail.example.test when absent. */
+  tls?: { cert: string; key: string };
 }
 
 /** A private Dovecot 2.3: passwd-file users, self-signed TLS, high ports, temp dirs, cidlock's snippet included. */
@@ -112,7 +118,7 @@ export async function startDovecot(o: DovecotOptions): Promise<Dovecot> {
   mkdirSync(join(d, 'home'), { recursive: true });
   for (const p of [d, join(d, 'run'), join(d, 'state')]) chmodSync(p, 0o755);
   chownSync(join(d, 'home'), 65534, 65534);
-  const tls = selfSigned(d, 'server', 'mail.example.test');
+  const tls = o.tls ?? selfSigned(d, 'server', 'mail.example.test');
   writeFileSync(join(d, 'users'), Object.entries(o.users).map(([u, p]) => `${u}:{PLAIN}${p}::::::${o.fields?.[u] ?? ''}`).join('\n') + '\n', { mode: 0o644 });
   const masters = o.masters === undefined ? '' : `auth_master_user_separator = *
 passdb {
@@ -123,6 +129,7 @@ passdb {
 `;
   if (o.masters !== undefined) writeFileSync(join(d, 'masters'), Object.entries(o.masters).map(([u, p]) => `${u}:{PLAIN}${p}::::::`).join('\n') + '\n', { mode: 0o644 });
   const imapPort = await freePort();
+  const imapsPort = o.imaps === true ? await freePort() : 0;
   const pop3Port = await freePort();
   const conf = join(d, 'dovecot.conf');
   writeFileSync(conf, `
@@ -154,7 +161,7 @@ service imap-login {
     port = ${imapPort}
   }
   inet_listener imaps {
-    port = 0
+    port = ${imapsPort}
   }
 }
 service pop3-login {
@@ -175,10 +182,12 @@ ${o.snippet}
   const r = runDaemonStart('dovecot', ['-c', conf], join(d, 'start.out'));
   if (r.status !== 0) throw new Error(`dovecot did not start: ${r.output}`);
   await waitForPort(imapPort, 'dovecot imap');
+  if (imapsPort !== 0) await waitForPort(imapsPort, 'dovecot imaps');
   await waitForPort(pop3Port, 'dovecot pop3');
   return {
     conf,
     imapPort,
+    imapsPort,
     pop3Port,
     authSocket: join(d, 'auth-sasl'),
     log: () => (existsSync(join(d, 'dovecot.log')) ? readFileSync(join(d, 'dovecot.log'), 'utf8') : ''),
