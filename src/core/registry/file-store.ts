@@ -45,53 +45,96 @@ function processAlive(pid: number): boolean {
   }
 }
 
-async function tryCreateLock(path: string): Promise<boolean> {
+/** Creates the lock file if there is none; its inode when it did, else null. */
+async function tryCreateLock(path: string): Promise<number | null> {
   // Written aside, then linked into place: the lock file is never seen empty, even after kill -9.
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
   try {
     await writeFile(tmp, String(process.pid), { mode: 0o600 });
     await link(tmp, path);
-    return true;
+    return (await stat(tmp)).ino;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
     throw cannotWrite(path, err);
   } finally {
     await unlink(tmp).catch(() => {});
   }
 }
 
+/** The owner and identity of a lock file as read; null when it is gone. */
+async function readLock(path: string): Promise<{ owner: number; ino: number; age: number } | null> {
+  try {
+    const owner = Number(await readFile(path, 'utf8'));
+    const st = await stat(path);
+    return { owner, ino: st.ino, age: Date.now() - st.mtimeMs };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw cannotRead(path, err);
+  }
+}
+
+const isLeftover = (l: { owner: number; age: number }): boolean =>
+  !Number.isInteger(l.owner) || l.owner <= 0 || !processAlive(l.owner) || l.age > LOCK_STALE_MS;
+
+/**
+ * Removes a leftover lock, but only the one that was examined. Two waiters that both find the
+ * same leftover must not both remove "the lock": the second would remove the lock the first has
+ * just taken, and both would write at once (a journal truncated under an acknowledged entry).
+ * So removal needs a second lock named after the leftover's inode; whoever holds it checks that
+ * the lock is still that inode, with that owner, before removing it. Nobody else removes that
+ * inode meanwhile: its owner is gone and every other remover checks for its own inode.
+ */
+async function removeLeftover(path: string, seen: { owner: number; ino: number }): Promise<void> {
+  const breaker = `${path}.break.${seen.ino}`;
+  if ((await tryCreateLock(breaker)) === null) {
+    // Another waiter is removing it, or died doing so (its pid names it): then clear the way.
+    const other = await readLock(breaker);
+    if (other !== null && isLeftover(other)) await unlink(breaker).catch(() => {});
+    return;
+  }
+  try {
+    const now = await readLock(path);
+    if (now !== null && now.ino === seen.ino && now.owner === seen.owner && isLeftover(now)) await unlink(path).catch(() => {});
+  } finally {
+    await unlink(breaker).catch(() => {});
+  }
+}
+
 /**
  * Takes the exclusive lock between cidlock processes (the daemon learning devices, the CLI editing
  * them). The lock file names its owner's pid, so a lock left behind by `kill -9` is recognised and
- * taken over. Waiting polls on timers: the daemon serves requests meanwhile.
+ * taken over. Waiting polls on timers: the daemon serves requests meanwhile. Returns the lock
+ * file's inode, so that release removes this lock and no other.
  */
-async function acquire(path: string, waitMs: number): Promise<void> {
+async function acquire(path: string, waitMs: number): Promise<number> {
   const deadline = Date.now() + waitMs;
   let wait = LOCK_POLL_MIN_MS;
-  while (!(await tryCreateLock(path))) {
-    let owner: number;
-    let age: number;
-    try {
-      owner = Number(await readFile(path, 'utf8'));
-      age = Date.now() - (await stat(path)).mtimeMs;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // released meanwhile
-      throw cannotRead(path, err);
-    }
-    if (!Number.isInteger(owner) || owner <= 0 || !processAlive(owner) || age > LOCK_STALE_MS) {
-      await unlink(path).catch(() => {}); // someone else may have taken it over first
+  for (;;) {
+    const ino = await tryCreateLock(path);
+    if (ino !== null) return ino;
+    const held = await readLock(path);
+    if (held === null) continue; // released meanwhile
+    if (isLeftover(held)) {
+      await removeLeftover(path, held);
+      await sleep(LOCK_POLL_MIN_MS); // another waiter may be the one removing it
       continue;
     }
-    if (Date.now() > deadline) throw new RegistryError('locked', `${path}: the registry is locked by process ${owner} (waited ${waitMs / 1000} s)`);
+    if (Date.now() > deadline) throw new RegistryError('locked', `${path}: the registry is locked by process ${held.owner} (waited ${waitMs / 1000} s)`);
     await sleep(wait);
     wait = Math.min(LOCK_POLL_MAX_MS, wait * 2);
   }
 }
 
+/** Removes the lock only if it is still the one taken (same inode). */
+async function release(path: string, ino: number): Promise<void> {
+  const now = await readLock(path).catch(() => null);
+  if (now !== null && now.ino === ino && now.owner === process.pid) await unlink(path).catch(() => {});
+}
+
 /** Temp files of writers killed mid-write (kill -9) are garbage once their process is gone. */
 async function removeLeftovers(dir: string): Promise<void> {
   for (const name of await readdir(dir)) {
-    const m = /^\.registry\.(?:json|journal)\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name) ?? /^registry\.lock\.(\d+)\.[0-9a-f]+$/.exec(name);
+    const m = /^\.registry\.(?:json|journal)\.(\d+)\.[0-9a-f]+\.tmp$/.exec(name) ?? /^registry\.lock(?:\.break\.\d+)?\.(\d+)\.[0-9a-f]+$/.exec(name);
     if (m !== null && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) await unlink(join(dir, name)).catch(() => {});
   }
 }
@@ -240,7 +283,7 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number; lockW
       } catch (err) {
         throw cannotWrite(stateDir, err);
       }
-      await acquire(lockPath, opts.lockWaitMs ?? LOCK_WAIT_MS);
+      const ino = await acquire(lockPath, opts.lockWaitMs ?? LOCK_WAIT_MS);
       const touch = setInterval(() => {
         const now = new Date();
         utimes(lockPath, now, now).catch(() => {});
@@ -251,7 +294,7 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number; lockW
         return await fn();
       } finally {
         clearInterval(touch);
-        await unlink(lockPath).catch(() => {});
+        await release(lockPath, ino);
       }
     },
     async append(cursor, ops) {
