@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REQUEST_ATTRIBUTES_23 } from '../../src/dovecot-policy/config-snippet.js';
+import { cidlock } from './cli.js';
 import { repoRoot } from './paths.js';
 
 export const PLUGIN_NAME = 'cidlock_clientid';
@@ -60,16 +60,12 @@ export function buildClientidPlugin(): string {
 }
 
 /**
- * The dovecot.conf lines that load the plugin for imap only and send its fields to cidlock,
- * placed after cidlock's snippet (the later auth_policy_request_attributes wins).
- * TODO(issue 11): use dovecotSnippetFor(cfg) with `cidlock config dovecot --clientid --login-plugin-dir DIR` once it lands.
+ * `cidlock config dovecot --clientid --login-plugin-dir DIR`, exactly as an operator gets it: the
+ * policy settings with the plugin's forward fields, and the protocol imap block that loads it.
  */
-export function clientidConfLines(pluginDir: string): string {
-  return `
-auth_policy_request_attributes = ${REQUEST_ATTRIBUTES_23} fwd_clientid=%{passdb:forward_clientid} fwd_clientid_type=%{passdb:forward_clientid_type}
-protocol imap {
-  login_plugin_dir = ${pluginDir}
-  login_plugins = $login_plugins ${PLUGIN_NAME}
-}
-`;
+export function clientidSnippetFor(cfg: string, pluginDir: string): string {
+  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789', '--clientid', '--login-plugin-dir', pluginDir]);
+  if (r.status !== 0) throw new Error(`cidlock config dovecot --clientid failed: ${r.stderr}`);
+  if (!r.stdout.includes(`login_plugins = $login_plugins ${PLUGIN_NAME}`)) throw new Error(`the snippet does not load ${PLUGIN_NAME}:\n${r.stdout}`);
+  return r.stdout;
 }
