@@ -86,6 +86,23 @@ test('test --json prints the decision record the daemon logs', () => {
   assert.is(JSON.parse(v.stdout).reason, 'vouched');
 });
 
+test('test --clientid: a CID sent with the CLIENTID command counts as TLS; a differing --cid is shown and ignored', () => {
+  const cfg = workspace('policy:\n  mode: enforce\n');
+  assert.is(cidlock(['devices', 'add', 'alice@example.com', LAPTOP, '--config', cfg]).status, 0);
+  const ok = cidlock(['test', '--config', cfg, '--user', 'alice@example.com', '--protocol', 'imap', '--clientid', LAPTOP, '--json']);
+  assert.is(ok.status, 0, ok.stdout + ok.stderr);
+  const rec = JSON.parse(ok.stdout);
+  assert.equal([rec.action, rec.reason, rec.cid_via, rec.tls], ['allow', 'registered_device', 'clientid', false]);
+  const viaId = cidlock(['test', '--config', cfg, '--user', 'alice@example.com', '--protocol', 'imap', '--cid', LAPTOP]);
+  assert.is(viaId.status, 1, 'an ID CID without --tls is ignored under require_tls');
+  const both = cidlock(['test', '--config', cfg, '--user', 'alice@example.com', '--protocol', 'imap', '--clientid', 'UUID someone-elses-device', '--cid', LAPTOP]);
+  assert.is(both.status, 1);
+  assert.match(both.stdout, /CLIENTID command\) not registered for alice@example.com; the IMAP ID carried a different CID, ignored/);
+  const bad = cidlock(['test', '--config', cfg, '--user', 'alice@example.com', '--protocol', 'imap', '--clientid', 'UUID']);
+  assert.is(bad.status, 1);
+  assert.match(bad.stdout, /malformed CID from the CLIENTID command: CID has no space/);
+});
+
 test('test --dovecot-json decides captured Dovecot requests, skipping reports', () => {
   const cfg = workspace('policy:\n  mode: enforce\n');
   const add = cidlock(['devices', 'add', 'alice@example.com', LAPTOP, '--config', cfg]);

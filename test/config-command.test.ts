@@ -38,6 +38,27 @@ test('config dovecot --dovecot 2.4 prints the block syntax with renamed variable
   assert.is(cidlock(['config', 'sendmail', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
 });
 
+test('config dovecot --clientid loads the login plugin for imap only and asks for its forward fields', () => {
+  const cfg = join(tempDir(), 'cidlock.yaml');
+  writeFileSync(cfg, 'dovecot:\n  api_key: "s3cret-key-0123456789"\n');
+  const plain = cidlock(['config', 'dovecot', '--config', cfg]);
+  assert.not.ok(plain.stdout.includes('cidlock_clientid') || plain.stdout.includes('forward_clientid'), 'only on request');
+  const r = cidlock(['config', 'dovecot', '--config', cfg, '--clientid', '--login-plugin-dir', '/opt/cidlock/login']);
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^auth_policy_request_attributes = user=%\{user\} .* fwd_clientid=%\{passdb:forward_clientid\} fwd_clientid_type=%\{passdb:forward_clientid_type\}$/m);
+  assert.match(r.stdout, /\nprotocol imap \{\n  login_plugin_dir = \/opt\/cidlock\/login\n  login_plugins = \$login_plugins cidlock_clientid\n\}\n/);
+  assert.match(r.stdout, /config dovecot --clientid/);
+  const v24 = cidlock(['config', 'dovecot', '--config', cfg, '--clientid', '--dovecot', '2.4']);
+  assert.match(v24.stdout, /  fwd_clientid = %\{passdb:forward_clientid\}\n  fwd_clientid_type = %\{passdb:forward_clientid_type\}\n\}/);
+  assert.match(v24.stdout, /protocol imap \{\n  login_plugins \{\n    cidlock_clientid = yes\n  \}\n\}/);
+  assert.not.ok(v24.stdout.includes('login_plugin_dir'), 'the default directory is not printed');
+  const noPlugin = cidlock(['config', 'dovecot', '--config', cfg, '--login-plugin-dir', '/opt/x']);
+  assert.is(noPlugin.status, 2);
+  assert.match(noPlugin.stderr, /--login-plugin-dir goes with --clientid/);
+  assert.is(cidlock(['config', 'dovecot', '--config', cfg, '--clientid', '--login-plugin-dir', 'relative/dir']).status, 2);
+  assert.is(cidlock(['config', 'postfix', '--config', cfg, '--clientid']).status, 2);
+});
+
 test('examples/dovecot/cidlock.conf is what the generator prints for the example rules; 95-cidlock.conf is the include line it prints', () => {
   // A copy whose state_dir is a temp folder: the command creates the install's key there.
   const copy = join(tempDir(), 'cidlock.yaml');

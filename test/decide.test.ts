@@ -85,6 +85,27 @@ test('require_tls: a registered CID sent without TLS is ignored; with require_tl
   assert.is(decide(req({ cid: LAPTOP, tls: false }), s2.ctx()).action, 'allow');
 });
 
+test('a CID from the CLIENTID command counts as sent over TLS (the login plugin accepts it nowhere else), and says how it came', async () => {
+  const s = await setup(ENFORCE);
+  await s.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  // The login's own tls flag does not count here: the plugin accepts CLIENTID only over TLS.
+  const d = decide(req({ cid: LAPTOP, tls: false, cidVia: 'clientid' }), s.ctx());
+  assert.is(d.action, 'allow');
+  assert.match(d.evidence.find((e) => e.kind === 'cid')!.detail, /^UUID CID \(CLIENTID command\) of registered device/);
+  const id = decide(req({ cid: LAPTOP, cidVia: 'imap_id' }), s.ctx());
+  assert.match(id.evidence.find((e) => e.kind === 'cid')!.detail, /^UUID CID \(IMAP ID\) of registered device/);
+  const both = decide(req({ cid: STRANGER, cidVia: 'clientid', cidMismatch: true }), s.ctx());
+  assert.is(both.action, 'reject');
+  assert.match(both.evidence.find((e) => e.kind === 'cid')!.detail, /not registered for alice@example.com; the IMAP ID carried a different CID, ignored$/);
+});
+
+test('learn: a CLIENTID device without a client name is labelled with its CID type, address and day', async () => {
+  const s = await setup('policy:\n  mode: learn\n');
+  const d = decide(req({ cid: STRANGER, cidVia: 'clientid', remote: '203.0.113.44' }), s.ctx());
+  assert.is(d.reason, 'learning');
+  assert.is(d.learn!.label, 'UUID device first seen from 203.0.113.44 on 2026-11-28');
+});
+
 test('a malformed CID counts as no CID and the reason says so', async () => {
   const s = await setup(ENFORCE);
   const d = decide(req({ cidProblem: 'malformed CID in IMAP ID field clientid: CID has no space between type and token' }), s.ctx());

@@ -12,8 +12,43 @@ test('IMAP capture with a CID over TLS becomes a core request with the CID and c
   if (!t.ok) return;
   assert.equal(t.request, {
     protocol: 'imap', user: 'alice@example.com', remote: '127.0.0.1', tls: true, certFingerprints: [], stage: 'before_auth',
-    sessionId: 'mOE1o1ZhhMJ/AAAB', guessTag: '08b7', clientName: 'Thunderbird', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' },
+    sessionId: 'mOE1o1ZhhMJ/AAAB', guessTag: '08b7', clientName: 'Thunderbird', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' }, cidVia: 'imap_id',
   });
+});
+
+// The login plugin's forward fields, as Dovecot 2.3 sends %{passdb:forward_clientid} and _type.
+const withClientid = (over: Record<string, unknown>) => ({ ...JSON.parse(readDovecotCapture('dovecot-2.3.19-imap-pop3.jsonl')[0]!.body), ...over });
+
+test('a CLIENTID from the login plugin becomes the CID, sent via clientid', () => {
+  const t = translateDovecot(withClientid({ device_id: '', fwd_clientid: '8c3f2a1e-4b5d-4e6f-9a7b-1c2d3e4f5a6b', fwd_clientid_type: 'UUID' }), opts);
+  assert.ok(t.ok);
+  if (!t.ok) return;
+  assert.equal([t.request.cid, t.request.cidVia, t.request.cidMismatch], [{ type: 'UUID', token: '8c3f2a1e-4b5d-4e6f-9a7b-1c2d3e4f5a6b' }, 'clientid', undefined]);
+});
+
+test('CLIENTID and an IMAP ID CID: the same one is no mismatch; a different one loses and is flagged', () => {
+  const same = translateDovecot(withClientid({ fwd_clientid: '23bf83be-aad7-46aa-9e0f-39191ccf402f', fwd_clientid_type: 'uuid' }), opts);
+  assert.ok(same.ok && same.request.cidVia === 'clientid' && same.request.cidMismatch === undefined);
+  const other = translateDovecot(withClientid({ fwd_clientid: 'another-device', fwd_clientid_type: 'UUID' }), opts);
+  assert.ok(other.ok);
+  if (!other.ok) return;
+  assert.equal(other.request.cid, { type: 'UUID', token: 'another-device' });
+  assert.is(other.request.cidMismatch, true);
+  assert.is(other.request.clientName, 'Thunderbird', 'the ID still names the client');
+});
+
+test('an empty forward field (plugin not loaded, or no CLIENTID sent) leaves the IMAP ID CID in charge', () => {
+  const t = translateDovecot(withClientid({ fwd_clientid: '', fwd_clientid_type: '' }), opts);
+  assert.ok(t.ok && t.request.cidVia === 'imap_id' && t.request.cid?.token === '23bf83be-aad7-46aa-9e0f-39191ccf402f');
+});
+
+test('a malformed CLIENTID value is a problem, not a CID, and never falls back to the ID one', () => {
+  const t = translateDovecot(withClientid({ fwd_clientid: 'x'.repeat(129), fwd_clientid_type: 'UUID' }), opts);
+  assert.ok(t.ok);
+  if (!t.ok) return;
+  assert.is(t.request.cid, undefined);
+  assert.match(t.request.cidProblem!, /CLIENTID command: CID token longer than 128/);
+  assert.not.match(t.request.cidProblem!, /xxxx/);
 });
 
 test('escaped CID without TLS: parsed exactly, TLS false although Dovecot calls loopback "secured"', () => {

@@ -118,6 +118,19 @@ test('learn: a device registered while its login still holds the slot is counted
   assert.match(third.why, /already has 2 of at most 2 devices \(1 of them being learned/);
 });
 
+test('two different CIDs on one login (CLIENTID and IMAP ID) are logged as a mismatch, whatever log.decisions says, without either CID', async () => {
+  const s = await setup('policy: { mode: enforce }\nlog: { decisions: none }\n');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
+  const d = s.engine.decide(imap({ cid: CID, cidVia: 'clientid', cidMismatch: true, sessionId: 'sess-1' }));
+  assert.is(d.action, 'allow');
+  const m = s.lines.filter((l) => l.event === 'cid_mismatch');
+  assert.is(m.length, 1);
+  assert.equal([m[0]!.user, m[0]!.session, m[0]!.level], ['alice@example.com', 'sess-1', 'warn']);
+  assert.not.ok(JSON.stringify(s.lines).includes(CID.token));
+  s.engine.decide(imap({ cid: CID, cidVia: 'clientid' }));
+  assert.is(s.lines.filter((l) => l.event === 'cid_mismatch').length, 1);
+});
+
 test('a refused or unproven login never vouches', async () => {
   const s = await setup('policy: { mode: monitor }\n');
   const d = s.engine.decide(imap({ cid: CID }));

@@ -13,7 +13,7 @@ SYNOPSIS
      cidlock test    [-c FILE] (--dovecot-json FILE | --postfix FILE)
      cidlock users   (set USER --mode MODE | show USER) [-c FILE]
      cidlock devices (list | add | remove | import) ... [-c FILE]
-     cidlock config  (dovecot [--dovecot 2.3|2.4] | postfix) [-c FILE]
+     cidlock config  (dovecot [--dovecot 2.3|2.4] [--clientid] | postfix) [-c FILE]
      cidlock help    [COMMAND]
      cidlock --version
 
@@ -144,7 +144,8 @@ EXAMPLES
 
 SYNOPSIS
      cidlock test [-c FILE] --user USER --protocol PROTO [--ip ADDR] [--tls]
-                  [--cid "TYPE TOKEN"] [--client-name NAME] [--client-os OS]
+                  [--clientid "TYPE TOKEN"] [--cid "TYPE TOKEN"]
+                  [--client-name NAME] [--client-os OS]
                   [--cert-fingerprint HEX]... [--assume-vouch] [--json]
      cidlock test [-c FILE] --dovecot-json FILE|-  [--json]
      cidlock test [-c FILE] --postfix FILE|-  [--json]
@@ -178,7 +179,12 @@ OPTIONS
                            name falls under protocols.other
      --ip ADDR             client address (IPv4 or IPv6)
      --tls                 the client connection is encrypted
-     --cid "TYPE TOKEN"    the CID the client sent, e.g. "UUID 23bf83be-..."
+     --clientid "TYPE TOKEN"
+                           the CID the client sent with the CLIENTID command
+                           (through the login plugin; counts as over TLS)
+     --cid "TYPE TOKEN"    the CID the client sent in an IMAP ID field, e.g.
+                           "UUID 23bf83be-..."; with --clientid as well, the
+                           CLIENTID one decides and the mismatch is shown
      --client-name NAME    the IMAP ID name, matched against device_types
      --client-os OS        the IMAP ID os
      --cert-fingerprint HEX
@@ -196,6 +202,8 @@ EXIT STATUS
 EXAMPLES
      cidlock test -c examples/cidlock.yaml --user alice@example.com \\
          --protocol imap --tls --cid "UUID 23bf83be-aad7-46aa-9e0f-39191ccf402f"
+     cidlock test --user alice@example.com --protocol imap \\
+         --clientid "UUID 8c3f2a1e-4b5d-4e6f-9a7b-1c2d3e4f5a6b"
      cidlock test --dovecot-json captured-request.json
      cidlock test --postfix captured-policy-requests.txt
 `,
@@ -297,7 +305,8 @@ EXAMPLES
      cidlock config - print the lines to add to your mail servers' configuration
 
 SYNOPSIS
-     cidlock config dovecot [--dovecot 2.3|2.4] [--nonce TEXT] [-c FILE]
+     cidlock config dovecot [--dovecot 2.3|2.4] [--nonce TEXT]
+                            [--clientid [--login-plugin-dir DIR]] [-c FILE]
      cidlock config postfix [--format commands|main.cf|master.cf]
                             [--postfix-config DIR] [--queue-directory DIR] [-c FILE]
 
@@ -322,6 +331,13 @@ DESCRIPTION
      one they cannot read; !include_try lets them skip it. The fail-open
      versus fail-closed choice (auth_policy_reject_on_fail) is printed
      commented out, with its trade-off.
+
+     With --clientid it also loads cidlock's login plugin into imap-login
+     (inside protocol imap { }, so POP3 and submission do not load it) and
+     asks Dovecot for the plugin's forward fields (fwd_clientid,
+     fwd_clientid_type): the CLIENTID command that Thunderbird sends. Build
+     and install the plugin first: apt-get install dovecot-dev gcc make;
+     make -C src/dovecot-clientid && make -C src/dovecot-clientid install.
 
      "postfix" prints, by default, a shell script of postconf commands to
      review and run as root. postconf -e sets one main.cf parameter,
@@ -354,6 +370,10 @@ OPTIONS
                          renamed variables, fail_type)
      --nonce TEXT        auth_policy_hash_nonce; default: a fresh random value.
                          Use the same value on every Dovecot server of a cluster.
+     --clientid          load the CLIENTID login plugin and read its fields
+     --login-plugin-dir DIR
+                         where the plugin is, when not Dovecot's default
+                         login_plugin_dir (/usr/lib/dovecot/modules/login)
      --format FORMAT     commands (the default); main.cf or master.cf print
                          that file's part alone, for configuration managed
                          with tools (templates), where editing in place is

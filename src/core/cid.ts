@@ -52,3 +52,28 @@ export function cidText(cid: Cid): string {
   // so a hand-built non-ASCII type cannot be folded by Unicode rules into something that collides.
   return `${cid.type.replace(/[a-z]/g, (c) => c.toUpperCase())} ${cid.token}`;
 }
+
+/** The CID fields of a request: which CID counts, how it came, and whether another one disagreed. */
+export interface PresentedCid {
+  cid?: Cid;
+  cidVia?: 'clientid' | 'imap_id';
+  cidMismatch?: boolean;
+  cidProblem?: string;
+}
+
+/**
+ * The CLIENTID command's CID (from the login plugin, "<type> <token>") wins over one in an
+ * IMAP ID field: the plugin accepted it over TLS with the draft's syntax, while the ID is
+ * whatever the client wrote. Both are parsed, so a differing ID CID is reported, never used.
+ */
+export function presentedCid(clientid: string | undefined, idValue: string | undefined, idWhere: string): PresentedCid {
+  const id = idValue === undefined ? undefined : parseCid(idValue);
+  if (clientid !== undefined) {
+    const c = parseCid(clientid);
+    if (!c.ok) return { cidProblem: `malformed CID from the CLIENTID command: ${c.reason}` };
+    const mismatch = id !== undefined && !(id.ok && cidText(id.cid) === cidText(c.cid));
+    return { cid: c.cid, cidVia: 'clientid', ...(mismatch ? { cidMismatch: true } : {}) };
+  }
+  if (id === undefined) return {};
+  return id.ok ? { cid: id.cid, cidVia: 'imap_id' } : { cidProblem: `malformed CID in ${idWhere}: ${id.reason}` };
+}

@@ -105,6 +105,8 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
   const protoRule = eff.protocols[proto];
   const protoFrom = eff.sources[`protocols.${proto}`]!.path;
   const accepted = (k: EvidenceKind) => typeof protoRule !== 'string' && protoRule.includes(k);
+  // The login plugin accepts CLIENTID only over TLS, whatever the login's own channel says.
+  const cidTls = req.tls || req.cidVia === 'clientid';
   const evidence: Evidence[] = [];
   let proven: { id: string; hash: string } | undefined;
   let learn: LearnCandidate | undefined;
@@ -156,16 +158,18 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
     evidence.push({ kind: 'cid', status: 'malformed', used: false, accepted: accepted('cid'), detail: `${req.cidProblem}; counted as no CID` });
   } else if (req.cid !== undefined) {
     const hashPrefix = registry.cidHash(req.cid)?.slice(0, 12);
-    if (eff.require_tls && !req.tls) {
-      evidence.push({ kind: 'cid', status: 'ignored', used: false, accepted: accepted('cid'), detail: `${req.cid.type} CID sent without TLS and require_tls is on (${eff.sources.require_tls!.path}); ignored` });
+    const how = `${req.cid.type} CID${req.cidVia === 'clientid' ? ' (CLIENTID command)' : req.cidVia === 'imap_id' ? ' (IMAP ID)' : ''}`;
+    const also = req.cidMismatch === true ? '; the IMAP ID carried a different CID, ignored' : '';
+    if (eff.require_tls && !cidTls) {
+      evidence.push({ kind: 'cid', status: 'ignored', used: false, accepted: accepted('cid'), detail: `${how} sent without TLS and require_tls is on (${eff.sources.require_tls!.path}); ignored` });
     } else {
       const dev = registry.findCid(req.user, req.cid);
       if (dev !== undefined) {
         registeredCid = { id: dev.id, hash: dev.hash };
-        evidence.push({ kind: 'cid', status: 'registered', used: false, accepted: accepted('cid'), device: dev.id, detail: `${req.cid.type} CID of registered device ${dev.id}${dev.label ? ` (${dev.label})` : ''}` });
+        evidence.push({ kind: 'cid', status: 'registered', used: false, accepted: accepted('cid'), device: dev.id, detail: `${how} of registered device ${dev.id}${dev.label ? ` (${dev.label})` : ''}${also}` });
       } else {
         unknownCid = req.cid;
-        evidence.push({ kind: 'cid', status: 'unregistered', used: false, accepted: accepted('cid'), ...(hashPrefix ? { device: hashPrefix } : {}), detail: `${req.cid.type} CID not registered for ${req.user}` });
+        evidence.push({ kind: 'cid', status: 'unregistered', used: false, accepted: accepted('cid'), ...(hashPrefix ? { device: hashPrefix } : {}), detail: `${how} not registered for ${req.user}${also}` });
       }
     }
   } else if (accepted('cid')) {
@@ -240,8 +244,11 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
   if (unknown && eff.mode === 'learn') {
     const slot = unknownCid !== undefined ? learnSlot(registry.cidHash(unknownCid), unknownCid) : unknownCert ?? '';
     const count = registry.deviceCount(req.user) + (ctx.learning?.(req.user, slot) ?? 0);
-    const label = [req.clientName, req.clientOs].filter((s) => s !== undefined && s !== '').join(' / ') || `learned from ${req.remote ?? 'unknown address'}`;
-    const canCid = unknownCid !== undefined && req.tls && accepted('cid');
+    // What the holder recognises in a device list: the client's name where it sent one before
+    // login, else what kind of device it was, and where and when it first came.
+    const label = [req.clientName, req.clientOs].filter((s) => s !== undefined && s !== '').join(' / ')
+      || `${unknownCid !== undefined ? `${unknownCid.type} device` : 'certificate'} first seen from ${req.remote ?? 'an unknown address'} on ${new Date(now).toISOString().slice(0, 10)}`;
+    const canCid = unknownCid !== undefined && cidTls && accepted('cid');
     const canCert = unknownCert !== undefined && accepted('cert');
     if (eff.learn.until !== null && now >= eff.learn.until) {
       learnNote = `; learning ended at ${new Date(eff.learn.until).toISOString()} (${eff.sources['learn.until']!.path})`;
@@ -255,7 +262,7 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
       learn = { kind: 'cert', fingerprint: unknownCert!, slot, label, maxDevices: eff.learn.max_devices };
       use('cert');
     } else {
-      learnNote = unknownCid !== undefined && !req.tls ? '; a CID is only learned over TLS' : `; ${proto} does not accept this kind of evidence (${protoFrom})`;
+      learnNote = unknownCid !== undefined && !cidTls ? '; a CID is only learned over TLS' : `; ${proto} does not accept this kind of evidence (${protoFrom})`;
     }
     if (learn !== undefined) {
       return finish({ allow: true, reason: 'learning', rule: modeFrom.path, why: `learning: new device will be registered for ${req.user} if the login succeeds (${count + 1} of at most ${eff.learn.max_devices})` });

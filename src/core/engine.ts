@@ -261,6 +261,10 @@ export function createEngine(opts: EngineOptions): Engine {
     stats.decisions++;
     if (d.action !== 'allow' || d.would_reject) noteRefusal(req, d, t);
     log(req, d);
+    // Logged whatever log.decisions says: two CIDs on one connection is a misconfigured client or a forgery.
+    if (req.cidMismatch === true && req.stage !== 'after_auth') {
+      logger.log('warn', 'cid_mismatch', { user: req.user, remote: req.remote, protocol: req.protocol, ...(req.sessionId ? { session: req.sessionId } : {}), note: 'the IMAP ID carried a CID other than the CLIENTID command\'s; decided on the CLIENTID one' });
+    }
     const action = d.action === 'allow' && d.would_reject ? 'would_reject' : d.action;
     if (counted) decisionsTotal?.inc({ protocol: d.protocol.name, action, mode: d.mode, reason: d.reason });
     else transactionsTotal?.inc({ action });

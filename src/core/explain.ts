@@ -25,6 +25,8 @@ export function decisionRecord(req: AuthRequest, d: Decision): Record<string, un
   if (req.sessionId) rec.session = req.sessionId;
   if (req.via) rec.via = req.via;
   if (req.clientName !== undefined) rec.client_name = req.clientName;
+  if (req.cidVia !== undefined) rec.cid_via = req.cidVia;
+  if (req.cidMismatch === true) rec.cid_mismatch = true;
   if (d.limit !== undefined) rec.limit = d.limit;
   if (d.learn !== undefined) rec.learn = d.learn.kind === 'cid' ? { kind: 'cid', device: d.learn.hashPrefix } : { kind: 'cert', device: d.learn.fingerprint.slice(0, 12) };
   return rec;

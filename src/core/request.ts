@@ -23,6 +23,13 @@ export interface AuthRequest {
   tls: boolean;
   /** A well-formed CID the client presented. */
   cid?: Cid;
+  /**
+   * How the CID arrived: the CLIENTID command (through cidlock's Dovecot login plugin, which
+   * accepts it only over TLS, so it counts as sent over TLS), or a field of the IMAP ID.
+   */
+  cidVia?: 'clientid' | 'imap_id';
+  /** The IMAP ID carried a CID that differs from the CLIENTID one; the CLIENTID one decided. */
+  cidMismatch?: boolean;
   /** Why a presented CID was unusable (malformed); the CID then counts as absent. */
   cidProblem?: string;
   /** Normalised SHA-256 fingerprints of a TLS client certificate: public key first, then certificate. */

@@ -1,4 +1,4 @@
-import { parseCid } from '../core/cid.js';
+import { presentedCid } from '../core/cid.js';
 import { normalizeIp } from '../core/ip.js';
 import { accountName, lowerAscii, MAX_LOGIN_LENGTH } from '../core/login-name.js';
 import type { AuthRequest } from '../core/request.js';
@@ -21,6 +21,9 @@ export interface DovecotBody {
   remote?: unknown;
   protocol?: unknown;
   device_id?: unknown;
+  /** %{passdb:forward_clientid} and _type: the CLIENTID command's arguments, from cidlock's login plugin. */
+  fwd_clientid?: unknown;
+  fwd_clientid_type?: unknown;
   session_id?: unknown;
   pwhash?: unknown;
   tls?: unknown;
@@ -102,6 +105,7 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
   if (sessionId !== '') req.sessionId = sessionId;
   const pwhash = text(b.pwhash);
   if (pwhash !== '') req.guessTag = pwhash;
+  let idValue: string | undefined;
   const rawId = text(b.device_id);
   if (rawId !== '') {
     const fields = parseImapId(rawId);
@@ -109,13 +113,12 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
     const os = idField(fields, ['os']);
     if (name !== undefined) req.clientName = name;
     if (os !== undefined) req.clientOs = os;
-    const value = idField(fields, opts.idFields);
-    if (value !== undefined) {
-      const cid = parseCid(value);
-      if (cid.ok) req.cid = cid.cid;
-      else req.cidProblem = `malformed CID in IMAP ID field ${opts.idFields.join('/')}: ${cid.reason}`;
-    }
+    idValue = idField(fields, opts.idFields);
   }
+  // The plugin sends type and token apart; joined, they go through the one CID parser.
+  const token = text(b.fwd_clientid);
+  const clientid = token === '' ? undefined : `${text(b.fwd_clientid_type)} ${token}`;
+  Object.assign(req, presentedCid(clientid, idValue, `IMAP ID field ${opts.idFields.join('/')}`));
   return { ok: true, request: req };
 }
 

@@ -22,7 +22,7 @@ function which(name: string): string | null {
 export function requireTools(test: string, names: string[]): boolean {
   const missing = names.filter((n) => which(n) === null);
   if (missing.length === 0) return true;
-  const msg = `e2e "${test}": ${missing.join(', ')} not found; .ci/run installs them (apt-get install dovecot-imapd dovecot-pop3d postfix openssl)`;
+  const msg = `e2e "${test}": ${missing.join(', ')} not found; .ci/run installs them (its PACKAGES list, with apt-get)`;
   process.stderr.write(`\n*** SKIPPED: ${msg} ***\n`);
   return false;
 }

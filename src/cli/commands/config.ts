@@ -11,6 +11,8 @@ const OPTIONS = {
   ...CONFIG_OPTION,
   dovecot: { type: 'string' },
   nonce: { type: 'string' },
+  clientid: { type: 'boolean' },
+  'login-plugin-dir': { type: 'string' },
   format: { type: 'string' },
   'postfix-config': { type: 'string' },
   'queue-directory': { type: 'string' },
@@ -32,7 +34,9 @@ export function configCommand(argv: string[], io: Io): number {
   if (target !== 'dovecot' && target !== 'postfix') throw new UsageError(`unknown target ${JSON.stringify(target)} (expected dovecot or postfix)`);
   const file = configPath(values.config);
   if (target === 'postfix') {
-    if (values.dovecot !== undefined || values.nonce !== undefined) throw new UsageError('--dovecot and --nonce apply to "config dovecot" only');
+    if (values.dovecot !== undefined || values.nonce !== undefined || values.clientid !== undefined || values['login-plugin-dir'] !== undefined) {
+      throw new UsageError('--dovecot, --nonce, --clientid and --login-plugin-dir apply to "config dovecot" only');
+    }
     const format = (values.format ?? 'commands') as PostfixFormat;
     if (!POSTFIX_FORMATS.includes(format)) throw new UsageError(`--format must be one of ${POSTFIX_FORMATS.join(', ')}`);
     const opts = {
@@ -53,9 +57,11 @@ export function configCommand(argv: string[], io: Io): number {
   const version = (values.dovecot ?? '2.3') as DovecotVersion;
   if (version !== '2.3' && version !== '2.4') throw new UsageError('--dovecot must be 2.3 or 2.4');
   if (values.nonce !== undefined && !/^[\x21-\x7e]{8,128}$/.test(values.nonce)) throw new UsageError('--nonce: 8 to 128 printable characters without spaces');
+  const loginPluginDir = absoluteDir('login-plugin-dir', values['login-plugin-dir']);
+  if (loginPluginDir !== undefined && values.clientid !== true) throw new UsageError('--login-plugin-dir goes with --clientid');
   const rules = loadRulesOrExit(file, io);
   // A URL for a listener that is off would point Dovecot at nothing, or at whatever else took the port.
   if (rules.listen.dovecot === null) throw new ExitError(2, `${file}: listen.dovecot is off, so there is no policy service for Dovecot to ask; set listen.dovecot (the default is 127.0.0.1:8425) or leave Dovecot's configuration as it is`);
-  io.out(dovecotSnippet(rules, { version, nonce: values.nonce ?? randomBytes(16).toString('hex'), apiKey: dovecotApiKey(rules.dovecot, { create: true }), source: file }));
+  io.out(dovecotSnippet(rules, { version, nonce: values.nonce ?? randomBytes(16).toString('hex'), apiKey: dovecotApiKey(rules.dovecot, { create: true }), source: file, clientid: values.clientid === true, ...(loginPluginDir !== undefined ? { loginPluginDir } : {}) }));
   return 0;
 }

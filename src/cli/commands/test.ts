@@ -1,4 +1,4 @@
-import { parseCid } from '../../core/cid.js';
+import { presentedCid } from '../../core/cid.js';
 import { decide, type Decision } from '../../core/decide.js';
 import { decisionRecord } from '../../core/explain.js';
 import { explainText } from '../explain-text.js';
@@ -21,6 +21,7 @@ const OPTIONS = {
   ip: { type: 'string' },
   tls: { type: 'boolean' },
   cid: { type: 'string' },
+  clientid: { type: 'string' },
   'client-name': { type: 'string' },
   'client-os': { type: 'string' },
   'cert-fingerprint': { type: 'string', multiple: true },
@@ -41,12 +42,8 @@ function fromFlags(v: Record<string, unknown>, rules: Rules): Item {
     if (remote === null) throw new UsageError(`--ip: not an IP address: ${JSON.stringify(v.ip)}`);
   }
   const req: AuthRequest = { protocol: v.protocol.toLowerCase(), user: userArg(v.user, rules.accounts.defaultDomain), remote, tls: v.tls === true, certFingerprints: [], stage: 'offline' };
-  if (typeof v.cid === 'string') {
-    const c = parseCid(v.cid);
-    // A malformed CID is explained like the daemon would, not refused as a usage error.
-    if (c.ok) req.cid = c.cid;
-    else req.cidProblem = `malformed CID: ${c.reason}`;
-  }
+  // A malformed CID is explained like the daemon would, not refused as a usage error.
+  Object.assign(req, presentedCid(typeof v.clientid === 'string' ? v.clientid : undefined, typeof v.cid === 'string' ? v.cid : undefined, '--cid'));
   if (typeof v['client-name'] === 'string') req.clientName = v['client-name'];
   if (typeof v['client-os'] === 'string') req.clientOs = v['client-os'];
   for (const fp of (v['cert-fingerprint'] as string[] | undefined) ?? []) {
