@@ -8,22 +8,36 @@ export interface Conversation {
   /** Reads lines until one matches; returns all lines read. */
   readUntil(pred: (line: string) => boolean): Promise<string[]>;
   send(line: string): void;
+  /** Writes bytes exactly as given (NUL, 8-bit, bare CR/LF): send() encodes its line as UTF-8 and adds CRLF. */
+  sendRaw(data: Buffer): void;
   startTls(): Promise<void>;
   close(): void;
   readonly tls: boolean;
 }
 
-export async function converse(port: number, opts: { localAddress?: string; timeoutMs?: number; cert?: { cert: string; key: string } } = {}): Promise<Conversation> {
+export interface ConverseOptions {
+  localAddress?: string;
+  timeoutMs?: number;
+  cert?: { cert: string; key: string };
+  /** Implicit TLS (imaps, pop3s): the handshake comes first, before the greeting. */
+  tls?: boolean;
+}
+
+export async function converse(port: number, opts: ConverseOptions = {}): Promise<Conversation> {
   const timeoutMs = opts.timeoutMs ?? 20_000;
-  let sock: Socket | TLSSocket = await new Promise<Socket>((resolve, reject) => {
-    const s = netConnect({ port, host: '127.0.0.1', ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) }, () => resolve(s));
+  const where = { port, host: '127.0.0.1', ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) };
+  const clientCert = () => (opts.cert === undefined ? {} : { cert: readFileSync(opts.cert.cert), key: readFileSync(opts.cert.key) });
+  let sock: Socket | TLSSocket = await new Promise<Socket | TLSSocket>((resolve, reject) => {
+    const s: Socket | TLSSocket = opts.tls === true
+      ? tlsConnect({ ...where, rejectUnauthorized: false, ...clientCert() }, () => resolve(s))
+      : netConnect(where, () => resolve(s));
     s.once('error', reject);
   });
   let buf = '';
   const lines: string[] = [];
   let waiter: (() => void) | null = null;
   let closed = false;
-  let isTls = false;
+  let isTls = opts.tls === true;
   const onData = (d: Buffer) => {
     buf += d.toString('latin1');
     let i: number;
@@ -65,11 +79,13 @@ export async function converse(port: number, opts: { localAddress?: string; time
     send(line) {
       sock.write(`${line}\r\n`);
     },
+    sendRaw(data) {
+      sock.write(data);
+    },
     async startTls() {
       sock.removeListener('data', onData);
       sock = await new Promise<TLSSocket>((resolve, reject) => {
-        const cert = opts.cert === undefined ? {} : { cert: readFileSync(opts.cert.cert), key: readFileSync(opts.cert.key) };
-        const t = tlsConnect({ socket: sock as Socket, rejectUnauthorized: false, ...cert }, () => resolve(t));
+        const t = tlsConnect({ socket: sock as Socket, rejectUnauthorized: false, ...clientCert() }, () => resolve(t));
         t.once('error', reject);
       });
       attach(sock);
