@@ -54,6 +54,13 @@ const setup = () => (setupOnce ??= (async () => {
   pf = await startPostfix({ dir, saslPath: dv.authSocket });
 })());
 
+// With CIDLOCK_E2E_LOG=1, how long each test took.
+let testStart = 0;
+test.before.each(() => { testStart = Date.now(); });
+test.after.each((ctx) => {
+  if (process.env.CIDLOCK_E2E_LOG === '1') process.stdout.write(`\n[thunderbird time] ${(ctx as { __test__?: string }).__test__}: ${Date.now() - testStart} ms\n`);
+});
+
 test.after(async () => {
   for (const r of runs) await r.stop();
   if (setupOnce === undefined) return;
@@ -112,7 +119,11 @@ function thunderbirdSession(user: string, after: number): { session: string; idL
   throw new Error(`no Thunderbird session for ${user} in Dovecot's log:\n${log.split('\n').filter((l) => /imap-login: Info|ID sent/.test(l)).join('\n')}`);
 }
 
-const hasThunderbirdId = (user: string) => () => imapLoginSessions(dv.log(), user).some((s) => sessionLines(dv.log(), s).some((l) => / ID sent: name=Thunderbird/.test(l)));
+/** Dovecot logged a login for user, and the ID Thunderbird sends after it, past offset `from` of its log. */
+const hasThunderbirdId = (user: string, from = 0) => () => {
+  const log = dv.log().slice(from);
+  return imapLoginSessions(log, user).some((s) => sessionLines(log, s).some((l) => / ID sent: name=Thunderbird/.test(l)));
+};
 
 /** Thunderbird's IMAP log: CLIENTID advertised after TLS, the command sent (its line masked), answered OK, then the login. */
 function assertClientidInMozLog(run: ThunderbirdRun): string[] {
@@ -156,8 +167,7 @@ check('enforce: Thunderbird with its registered CLIENTID gets in (STARTTLS and i
     const start = cl.lines.length;
     const logBefore = dv.log().length;
     const tb = thunderbird({ user: 'alice@example.com', clientid: ALICE_TB, clientidEnabled: true, security });
-    await tb.waitFor(() => hasThunderbirdId('alice@example.com')() && dv.log().length > logBefore && imapLoginSessions(dv.log().slice(logBefore), 'alice@example.com').length > 0, `alice's Thunderbird (${security}) to log in`);
-    await new Promise((r) => setTimeout(r, 300));
+    await tb.waitFor(hasThunderbirdId('alice@example.com', logBefore), `alice's Thunderbird (${security}) to log in`);
     await tb.stop();
     const s = thunderbirdSession('alice@example.com', start);
     assert.is(s.decision.action, 'allow');
