@@ -141,8 +141,14 @@ check('learn: Thunderbird\'s first check of mail registers its CLIENTID, once, f
   const tb = thunderbird({ user: 'lena@example.com', clientidEnabled: true, security: 'starttls' });
   await cl.waitFor((l) => l.event === 'device_registered' && l.user === 'lena@example.com', 'the learned device', 90_000);
   await tb.waitFor(hasThunderbirdId('lena@example.com'), 'Thunderbird\'s ID after login');
+  // Thunderbird opens two connections at start-up (folder discovery and INBOX), both with the new
+  // CID: let the second log in too before counting devices.
+  await until(() => imapLoginSessions(dv.log(), 'lena@example.com').length >= 2, 10_000);
   const s = thunderbirdSession('lena@example.com', start);
   await tb.stop();
+  const lenaDecisions = decisions('lena@example.com').filter((l) => l.stage === 'before_auth');
+  assert.ok(lenaDecisions.every((l) => l.action === 'allow' && l.cid_via === 'clientid'), JSON.stringify(lenaDecisions));
+  record(`\n[thunderbird learn] Thunderbird's connections decided: ${lenaDecisions.length}; Dovecot logins: ${imapLoginSessions(dv.log(), 'lena@example.com').length}\n`);
   assert.is(s.decision.action, 'allow');
   assert.is(s.decision.cid_via, 'clientid');
   assert.is(s.decision.tls, true);
