@@ -7,6 +7,8 @@
 // Thunderbird's own IMAP log shows the CLIENTID exchange.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cidlock } from '../helpers/cli.js';
@@ -85,14 +87,14 @@ const decisions = (user: string, protocol = 'imap') => cl.lines.filter((l) => l.
 const since = (n: number) => cl.lines.slice(n);
 
 /** Starts Thunderbird for one account of the test Dovecot; stopped by the test or at the end. */
-function thunderbird(o: { user: string; clientid?: string; clientidEnabled: boolean; security: 'starttls' | 'ssl' }): ThunderbirdRun {
+function thunderbird(o: { user: string; clientid?: string; clientidEnabled?: boolean; security: 'starttls' | 'ssl' }): ThunderbirdRun {
   const run = startThunderbird({
     host: '127.0.0.1',
     port: o.security === 'ssl' ? dv.imapsPort : dv.imapPort,
     security: o.security,
     user: o.user,
     pass: USERS[o.user as keyof typeof USERS],
-    clientidEnabled: o.clientidEnabled,
+    ...(o.clientidEnabled !== undefined ? { clientidEnabled: o.clientidEnabled } : {}),
     ...(o.clientid ? { clientid: o.clientid } : {}),
     smtp: { host: '127.0.0.1', port: pf.smtpPort },
   });
@@ -190,6 +192,21 @@ check('enforce: Thunderbird with its registered CLIENTID gets in (STARTTLS and i
     assert.ok(request?.includes('"device_id":""'), `Thunderbird sent an ID before login: ${request}`);
     record(`\n[thunderbird enforce ${security}] ${request}\n[thunderbird enforce ${security}] ${s.loginLine}\n[thunderbird enforce ${security}] ${s.idLine}\n[thunderbird enforce ${security}] ${JSON.stringify(s.decision)}\n`);
   }
+});
+
+check('enforce: an account without its own clientidEnabled sends its CID when policies.json turns the default on (the README\'s organisation setting)', async () => {
+  await setup();
+  const start = cl.lines.length;
+  const logBefore = dv.log().length;
+  const tb = thunderbird({ user: 'alice@example.com', clientid: ALICE_TB, security: 'starttls' });
+  assert.not.match(readFileSync(join(tb.profile, 'user.js'), 'utf8'), /clientidEnabled/);
+  await tb.waitFor(hasThunderbirdId('alice@example.com', logBefore), 'alice\'s Thunderbird to log in');
+  await tb.stop();
+  const s = thunderbirdSession('alice@example.com', start);
+  assert.is(s.decision.action, 'allow');
+  assert.is(s.decision.reason, 'registered_device');
+  assert.is(s.decision.cid_via, 'clientid');
+  assertClientidInMozLog(tb);
 });
 
 check('after Thunderbird\'s IMAP login, SMTP AUTH from its address is vouched for; from another address refused', async () => {

@@ -5,7 +5,9 @@
 // when the installed version changes:
 //   defaults/pref/autoconfig.js + mozilla.cfg  stores the IMAP password given in the environment
 //                                              (CIDLOCK_TB_LOGINS) through the login manager;
-//   distribution/policies.json                  trusts the test CA (Certificates.Install).
+//   distribution/policies.json                  trusts the test CA (Certificates.Install) and turns
+//                                               clientidEnabled on by default (Preferences), as the
+//                                               README tells an organisation to.
 // Each test writes its own profile (user.js: one IMAP account), starts
 // `thunderbird --headless --no-remote --profile DIR` with MOZ_LOG=IMAP:5, waits for what it
 // expects in the servers' logs, and kills it with its children.
@@ -31,7 +33,7 @@ export function installedThunderbird(): { version: string; buildId: string } | n
 }
 
 /** Bump when what the cache holds (autoconfig, policies, layout) changes. */
-const LAYOUT = 2;
+const LAYOUT = 3;
 
 // Runs in Thunderbird's autoconfig scope (unsandboxed, chrome privileges) before any account
 // connects. Its first line must be a comment: Thunderbird skips it.
@@ -92,6 +94,9 @@ export function thunderbirdInstall(): string {
   writeFileSync(join(tmp, 'distribution', 'policies.json'), JSON.stringify({
     policies: {
       Certificates: { Install: [ca.cert] },
+      // The organisation-wide switch the README gives operators: accounts whose own
+      // clientidEnabled is unset send their CID. A profile's user.js still overrides it.
+      Preferences: { 'mail.server.default.clientidEnabled': { Value: true, Status: 'default' } },
       DisableAppUpdate: true,
       DisableTelemetry: true,
     },
@@ -114,7 +119,8 @@ export interface ThunderbirdAccount {
   pass: string;
   /** mail.server.server1.clientid; a fresh UUID when absent. */
   clientid?: string;
-  clientidEnabled: boolean;
+  /** mail.server.server1.clientidEnabled; unset: the default, which the cached install's policies.json sets to true. */
+  clientidEnabled?: boolean;
   /** An SMTP server for the identity (never used to send by these tests). */
   smtp?: { host: string; port: number };
 }
@@ -141,7 +147,6 @@ export function userJs(a: ThunderbirdAccount & { clientid: string }): string {
     ['mail.server.server1.realuserName', a.user],
     ['mail.server.server1.name', `cidlock test ${a.user}`],
     ['mail.server.server1.clientid', a.clientid],
-    ['mail.server.server1.clientidEnabled', a.clientidEnabled],
     ['mail.server.server1.login_at_startup', true],
     ['mail.server.server1.check_new_mail', true],
     ['mail.server.server1.check_time', 1],
@@ -220,6 +225,7 @@ export function userJs(a: ThunderbirdAccount & { clientid: string }): string {
     ['mailnews.imap.jsmodule', false],
     ['browser.dom.window.dump.enabled', true],
   ];
+  if (a.clientidEnabled !== undefined) p.push(['mail.server.server1.clientidEnabled', a.clientidEnabled]);
   if (a.smtp !== undefined) {
     p.push(
       ['mail.smtpservers', 'smtp1'],
