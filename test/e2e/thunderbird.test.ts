@@ -15,7 +15,7 @@ import { cidlock } from '../helpers/cli.js';
 import { requirePluginTools } from '../helpers/clientid-plugin.js';
 import type { LogLine } from '../helpers/daemon.js';
 import { converse } from '../helpers/mail-clients.js';
-import { installedThunderbird, startThunderbird, thunderbirdAvailable, type ThunderbirdRun } from '../helpers/thunderbird.js';
+import { installedThunderbird, startThunderbird, THUNDERBIRD_INSTALL, thunderbirdAvailable, type ThunderbirdRun } from '../helpers/thunderbird.js';
 import { imapLoginSessions, sessionLines, startClientidDovecot } from './clientid-servers.js';
 import { requireTools, serverDir, startCidlock, startPostfix, type Cidlock, type Dovecot, type Postfix } from './harness.js';
 
@@ -32,7 +32,7 @@ const ALICE_TB = randomUUID();
 
 function thunderbirdReady(): boolean {
   if (thunderbirdAvailable()) return true;
-  process.stderr.write('\n*** SKIPPED: e2e "thunderbird": no Thunderbird in /usr/lib/thunderbird; .ci/run installs it (apt-get install thunderbird) ***\n');
+  process.stderr.write(`\n*** SKIPPED: e2e "thunderbird": no Thunderbird in ${THUNDERBIRD_INSTALL}; .ci/run installs it (apt-get install thunderbird) ***\n`);
   return false;
 }
 const ready = requireTools('thunderbird end-to-end', ['dovecot', 'openssl', 'postfix', 'swaks']) && requirePluginTools('thunderbird end-to-end') && thunderbirdReady();
