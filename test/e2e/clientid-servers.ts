@@ -1,0 +1,44 @@
+// The servers of the CLIENTID end-to-end tests: cidlock, and a private Dovecot 2.3 configured from
+// `cidlock config dovecot --clientid --login-plugin-dir DIR` with cidlock's login plugin built from
+// src/dovecot-clientid, serving a certificate from the test CA (for clients that check it).
+import { cidlock } from '../helpers/cli.js';
+import { buildClientidPlugin } from '../helpers/clientid-plugin.js';
+import { serverCertFromCa } from '../helpers/test-ca.js';
+import { startDovecot, type Dovecot } from './harness.js';
+
+/** The dovecot.conf lines exactly as an operator gets them from `cidlock config dovecot --clientid`. */
+export function clientidSnippetFor(cfg: string, pluginDir: string): string {
+  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789', '--clientid', '--login-plugin-dir', pluginDir]);
+  if (r.status !== 0) throw new Error(`cidlock config dovecot --clientid failed: ${r.stderr}`);
+  if (!r.stdout.includes('fwd_clientid=%{passdb:forward_clientid}')) throw new Error(`cidlock config dovecot --clientid printed no fwd_clientid attribute:\n${r.stdout}`);
+  return r.stdout;
+}
+
+/**
+ * Dovecot with the plugin, IMAP on STARTTLS and implicit TLS. `imap_id_log = *` makes imap log
+ * the ID a client sends after login (Thunderbird sends its name and version there), which ties a
+ * session to the client that made it.
+ */
+export async function startClientidDovecot(o: { dir: string; cfg: string; users: Record<string, string>; name?: string }): Promise<Dovecot> {
+  const pluginDir = buildClientidPlugin();
+  const tls = serverCertFromCa(o.dir, `${o.name ?? 'dovecot'}-server`);
+  return startDovecot({
+    dir: o.dir,
+    users: o.users,
+    snippet: `${clientidSnippetFor(o.cfg, pluginDir)}\nimap_id_log = *\n`,
+    tls,
+    imaps: true,
+    ...(o.name ? { name: o.name } : {}),
+  });
+}
+
+/** Dovecot's log lines naming a session (`session=<ID>` or `<ID>` in a prefix). */
+export function sessionLines(log: string, session: string): string[] {
+  return log.split('\n').filter((l) => l.includes(`<${session}>`));
+}
+
+/** The sessions Dovecot logged a successful IMAP login for, for one user. */
+export function imapLoginSessions(log: string, user: string): string[] {
+  const re = new RegExp(`imap-login: Info: Login: user=<${user.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}>,.* session=<([^>]+)>`);
+  return log.split('\n').map((l) => re.exec(l)?.[1]).filter((s): s is string => s !== undefined);
+}
