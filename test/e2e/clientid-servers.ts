@@ -1,18 +1,9 @@
 // The servers of the CLIENTID end-to-end tests: cidlock, and a private Dovecot 2.3 configured from
 // `cidlock config dovecot --clientid --login-plugin-dir DIR` with cidlock's login plugin built from
 // src/dovecot-clientid, serving a certificate from the test CA (for clients that check it).
-import { cidlock } from '../helpers/cli.js';
-import { buildClientidPlugin } from '../helpers/clientid-plugin.js';
+import { buildClientidPlugin, clientidSnippetFor } from '../helpers/clientid-plugin.js';
 import { serverCertFromCa } from '../helpers/test-ca.js';
 import { startDovecot, type Dovecot } from './harness.js';
-
-/** The dovecot.conf lines exactly as an operator gets them from `cidlock config dovecot --clientid`. */
-export function clientidSnippetFor(cfg: string, pluginDir: string): string {
-  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789', '--clientid', '--login-plugin-dir', pluginDir]);
-  if (r.status !== 0) throw new Error(`cidlock config dovecot --clientid failed: ${r.stderr}`);
-  if (!r.stdout.includes('fwd_clientid=%{passdb:forward_clientid}')) throw new Error(`cidlock config dovecot --clientid printed no fwd_clientid attribute:\n${r.stdout}`);
-  return r.stdout;
-}
 
 /**
  * Dovecot with the plugin, IMAP on STARTTLS and implicit TLS. `imap_id_log = *` makes imap log
