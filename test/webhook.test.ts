@@ -113,6 +113,20 @@ test('a delivered event: event fields + id + ts, signed headers that verify', as
   }
 });
 
+test('a receiver named localhost is reached on 127.0.0.1 even when ::1 resolves first (Node 18 too)', async () => {
+  const rx = await receiver((h) => h.res.writeHead(204).end());
+  const wh = createWebhook({ url: rx.url.replace('127.0.0.1', 'localhost'), secret: SECRET, backoffMs: 10, maxAttempts: 1 });
+  try {
+    wh.send({ event: 'unknown_device_refused', user: 'alice@example.com' });
+    await waitFor('delivery', () => wh.stats().delivered + wh.stats().failed === 1);
+    assert.equal(wh.stats(), { queued: 0, inFlight: 0, delivered: 1, failed: 0, dropped: 0, retries: 0 });
+    assert.is(rx.hits.length, 1);
+  } finally {
+    await wh.close();
+    await rx.close();
+  }
+});
+
 test('the id cannot be overridden by an event field, and every event gets its own id', async () => {
   const rx = await receiver((h) => h.res.writeHead(200).end('ok'));
   const wh = createWebhook({ url: rx.url, secret: SECRET });

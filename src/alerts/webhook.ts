@@ -1,5 +1,6 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
-import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import type { TcpSocketConnectOpts } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 
 export interface WebhookOptions {
@@ -210,9 +211,13 @@ export function createWebhook(opts: WebhookOptions): Webhook {
     }, timeoutMs);
     timer.unref();
     try {
-      req = doRequest(url, {
+      // (http's RequestOptions type lacks autoSelectFamily; http passes it on to net.connect.)
+      const options: RequestOptions & Pick<TcpSocketConnectOpts, 'autoSelectFamily'> = {
         method: 'POST',
         agent: false, // one connection per request: no stale keep-alive sockets, nothing pooled to clean up
+        // Try every address of the host name (Node 20's default; Node 18, Debian 12's, tries only
+        // the first): http://localhost:PORT/ must reach a receiver on 127.0.0.1 when ::1 comes first.
+        autoSelectFamily: true,
         headers: {
           'content-type': 'application/json',
           'content-length': Buffer.byteLength(p.body),
@@ -220,7 +225,8 @@ export function createWebhook(opts: WebhookOptions): Webhook {
           'x-cidlock-timestamp': timestamp,
           'x-cidlock-signature': signature(secret, timestamp, p.body),
         },
-      });
+      };
+      req = doRequest(url, options);
     } catch (err) {
       finish({ ok: false, retry: false, error: describeError(err) });
       return;
