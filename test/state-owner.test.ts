@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileStore } from '../src/core/registry/file-store.js';
+import { becomeStateOwner, StateOwnerError } from '../src/core/state-owner.js';
 import { openRegistry } from '../src/core/registry/registry.js';
 import { CIDLOCK, cidlock } from './helpers/cli.js';
 import { httpGet } from './helpers/daemon.js';
@@ -153,6 +154,32 @@ check('a daemon that cannot read a registry change (a root-owned journal, as the
     assert.is(((await api(admin, '/api/users/alice@example.com/devices')).devices as unknown[]).length, 1);
   } finally {
     d.stop();
+  }
+});
+
+test('a Node.js that refuses to switch users (Debian 13\'s nodejs: io_uring, CVE-2024-22017) gets a clear refusal, before anything changed', () => {
+  // Stand in for that Node.js in this process: root, and a setgroups that throws as it does there.
+  const dir = tempDir('cidlock-owner-');
+  if (asRoot) chownSync(dir, NOBODY, NOBODY);
+  const owner = lstatSync(dir).uid;
+  const saved = { geteuid: process.geteuid, setgroups: process.setgroups, setgid: process.setgid, setuid: process.setuid };
+  const calls: string[] = [];
+  try {
+    process.geteuid = () => 0;
+    process.setgroups = () => {
+      calls.push('setgroups');
+      throw Object.assign(new Error('setgroups() disabled: io_uring may be enabled. See CVE-2024-22017.'), { code: 'ERR_INVALID_STATE' });
+    };
+    process.setgid = () => { calls.push('setgid'); };
+    process.setuid = () => { calls.push('setuid'); };
+    assert.throws(() => becomeStateOwner(dir), (err: unknown) =>
+      err instanceof StateOwnerError && err.message.includes(`uid ${owner}`) && err.message.includes('CVE-2024-22017') && err.message.includes('run the command as that user'));
+    assert.equal(calls, ['setgroups'], 'no setgid or setuid after the refusal');
+    // Any other failure is not hidden behind that message.
+    process.setgroups = () => { throw Object.assign(new Error('EPERM'), { code: 'EPERM' }); };
+    assert.throws(() => becomeStateOwner(dir), (err: unknown) => !(err instanceof StateOwnerError) && (err as Error).message === 'EPERM');
+  } finally {
+    Object.assign(process, saved);
   }
 });
 

@@ -1,5 +1,6 @@
 import { VERSION } from '../core/version.js';
 import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
+import { StateOwnerError } from '../core/state-owner.js';
 import { ApiKeyError } from '../dovecot-policy/api-key.js';
 import { UsageError } from './args.js';
 import { checkCommand } from './commands/check.js';
@@ -48,6 +49,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     if (err instanceof ExitError) {
       if (err.message !== '') io.err(`cidlock ${cmd}: ${err.message}`);
       return err.status;
+    }
+    if (err instanceof StateOwnerError) {
+      io.err(`cidlock ${cmd}: ${err.message}`);
+      return 1;
     }
     if (err instanceof ApiKeyError) {
       io.err(`cidlock ${cmd}: ${err.message}`);

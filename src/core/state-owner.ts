@@ -42,8 +42,23 @@ export function becomeStateOwner(stateDir: string): number | null {
   const { uid, gid } = ownerOf(stateDir);
   if (uid === 0) return null;
   // Groups first, then the group, then the user: after setuid nothing else may be changed.
-  process.setgroups?.([gid]);
+  try {
+    process.setgroups?.([gid]);
+  } catch (err) {
+    // Node.js built against a shared libuv (Debian 13's nodejs 20) refuses every user switch, as
+    // libuv may use io_uring (CVE-2024-22017); UV_USE_IO_URING=0 does not lift it. Nothing has
+    // changed yet: refuse rather than write state_dir as root.
+    if ((err as NodeJS.ErrnoException).code === 'ERR_INVALID_STATE') {
+      throw new StateOwnerError(`cannot become state_dir's owner (uid ${uid}, gid ${gid}): this Node.js refuses to switch users (${(err as Error).message}); run the command as that user instead, e.g. setpriv --reuid=${uid} --regid=${gid} --clear-groups cidlock ...`);
+    }
+    throw err;
+  }
   process.setgid(gid);
   process.setuid(uid);
   return uid;
+}
+
+/** A command run as root could not switch to state_dir's owner; nothing was changed. */
+export class StateOwnerError extends Error {
+  override readonly name = 'StateOwnerError';
 }

@@ -21,7 +21,7 @@ trap '"$here/roots.sh" drop "$dir"' EXIT INT TERM
 root=$("$here/roots.sh" fresh "$release" "$dir")
 mkdir -p "$root/opt/cidlock"
 # -h: node_modules may be a symlink (a worktree sharing another's); copy what it points to.
-tar -C "$checkout" -ch bin dist node_modules package.json examples test/fixtures | tar -C "$root/opt/cidlock" -x
+tar -C "$checkout" -ch bin dist node_modules package.json README.md examples test/fixtures | tar -C "$root/opt/cidlock" -x
 
 "$here/roots.sh" exec "$dir" sh -s "$pattern" <<'EOF'
 pattern=$1

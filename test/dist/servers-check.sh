@@ -137,8 +137,8 @@ CONF
     # passdb/userdb blocks with their own settings, mail_driver/mail_path, %{user}.
     snippet=$(node bin/cidlock config dovecot --dovecot 2.4 -c $t/cidlock.yaml)
     cat >$d/dovecot.conf <<CONF
-dovecot_config_version = $(dovecot --version | cut -d' ' -f1)
-dovecot_storage_version = $(dovecot --version | cut -d' ' -f1)
+dovecot_config_version = $(dovecot --version | sed 's/[- ].*//')
+dovecot_storage_version = $(dovecot --version | sed 's/[- ].*//')
 base_dir = $d/run
 state_dir = $d/state
 log_path = $d/dovecot.log
@@ -189,10 +189,11 @@ $snippet
 CONF
     ;;
 esac
-if out=$(dovecot -c $d/dovecot.conf 2>&1) && waitport $imap && waitport $pop3; then
+# Its output to a file: the daemon keeps an inherited pipe open, $(...) would wait for it to exit.
+if dovecot -c $d/dovecot.conf >$d/start.out 2>&1 && waitport $imap && waitport $pop3; then
   ok "dovecot -c $d/dovecot.conf (imap $imap, pop3 $pop3)"
 else
-  bad "dovecot did not start" "$out
+  bad "dovecot did not start" "$(cat $d/start.out)
 $(doveconf -c $d/dovecot.conf -n 2>&1 | tail -n 5)
 $(tail -n 20 $d/dovecot.log 2>/dev/null)"
 fi
@@ -260,7 +261,7 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 CONF
-if out=$(postfix -c $p/etc start 2>&1) && waitport $smtp; then ok "postfix -c $p/etc start (smtpd on $smtp)"; else bad "postfix did not start" "$out
+if postfix -c $p/etc start >$p/start.out 2>&1 && waitport $smtp; then ok "postfix -c $p/etc start (smtpd on $smtp)"; else bad "postfix did not start" "$(cat $p/start.out)
 $(tail -n 20 $p/maillog 2>/dev/null)"; fi
 plain=$(printf '\0alice@example.com\0secret' | base64)
 if talk $smtp 'EHLO client.example.test' '^250 ' "AUTH PLAIN $plain" '^235 ' 'QUIT' '^221 '; then ok "SMTP AUTH PLAIN through Dovecot SASL: 235"; else bad "SMTP AUTH" "$out
