@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type Rules } from '../core/rules/types.js';
@@ -73,7 +73,30 @@ export function auditFromCli(rules: Rules, io: Io, event: SecurityEvent): void {
 
 /** Reads a file argument, "-" meaning standard input. */
 export function readInput(path: string, maxBytes = 64 * 1024 * 1024): string {
-  const buf = readFileSync(path === '-' ? 0 : path);
+  const buf = path === '-' ? readStdinSync() : readFileSync(path);
   if (buf.length > maxBytes) throw new ExitError(2, `${path}: larger than ${maxBytes} bytes`);
   return buf.toString('utf8');
+}
+
+/**
+ * All of standard input (or `fd`), synchronously. readFileSync(0) fails with EAGAIN on Node 18
+ * (Debian 12's nodejs) when stdin is a non-blocking pipe that has no data yet, e.g. one a parent
+ * Node.js process holds open: wait for the data instead, as Node 20 does.
+ */
+export function readStdinSync(fd = 0): Buffer {
+  const chunks: Buffer[] = [];
+  const chunk = Buffer.allocUnsafe(64 * 1024);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(fd, chunk, 0, chunk.length, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      Atomics.wait(nap, 0, 0, 10); // nothing to read yet: sleep 10 ms
+      continue;
+    }
+    if (n === 0) return Buffer.concat(chunks);
+    chunks.push(Buffer.from(chunk.subarray(0, n)));
+  }
 }
