@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cidlock } from './helpers/cli.js';
 import { repoRoot } from './helpers/paths.js';
@@ -36,6 +36,35 @@ test('config dovecot --dovecot 2.4 prints the block syntax with renamed variable
   assert.match(r.stdout, /auth_policy_hash_nonce = [0-9a-f]{32}\n/);
   assert.is(cidlock(['config', 'dovecot', '--dovecot', '2.5', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
   assert.is(cidlock(['config', 'sendmail', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
+});
+
+test('config dovecot picks the syntax of the Dovecot installed here; --dovecot overrides; none found means 2.3, said on stderr', () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, 'dovecot:\n  api_key: "s3cret-key-0123456789"\n');
+  const fake = (out: string) => {
+    const bin = join(dir, `bin-${Math.random().toString(36).slice(2)}`);
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'dovecot'), `#!/bin/sh\necho '${out}'\n`, { mode: 0o755 });
+    return { PATH: `${bin}:${process.env.PATH ?? ''}` };
+  };
+  const v24 = cidlock(['config', 'dovecot', '--config', cfg], { env: fake('2.4.1-4 (7d8c0e5759)') });
+  assert.is(v24.status, 0, v24.stderr);
+  assert.match(v24.stdout, /auth_policy_request_attributes \{/);
+  assert.match(v24.stderr, /Dovecot 2\.4\.1-4 found here; printing its 2\.4 syntax/);
+  const v23 = cidlock(['config', 'dovecot', '--config', cfg], { env: fake('2.3.19.1 (9b53102964)') });
+  assert.match(v23.stdout, /^auth_policy_request_attributes = user=/m);
+  assert.match(v23.stderr, /printing its 2\.3 syntax/);
+  const forced = cidlock(['config', 'dovecot', '--config', cfg, '--dovecot', '2.3'], { env: fake('2.4.1-4 (7d8c0e5759)') });
+  assert.match(forced.stdout, /^auth_policy_request_attributes = user=/m);
+  assert.is(forced.stderr, '');
+  const odd = cidlock(['config', 'dovecot', '--config', cfg], { env: fake('something else') });
+  assert.match(odd.stderr, /cannot tell the syntax of Dovecot "something else"; printing 2\.3 syntax/);
+  const none = cidlock(['config', 'dovecot', '--config', cfg], { env: { PATH: join(dir, 'nothing-here') } });
+  assert.is(none.status, 0, none.stderr);
+  assert.match(none.stdout, /^auth_policy_request_attributes = user=/m);
+  // cidlock also looks in /usr/sbin, where this host's own Dovecot 2.3 may be.
+  assert.match(none.stderr, /no dovecot found here; printing Dovecot 2\.3 syntax|found here; printing its 2\.3 syntax/);
 });
 
 test('config dovecot --clientid loads the login plugin for imap only and asks for its forward fields', () => {

@@ -3,6 +3,17 @@ import type { ListenAddress, Rules } from '../core/rules/types.js';
 export type DovecotVersion = '2.3' | '2.4';
 
 /**
+ * The configuration syntax for what `dovecot --version` printed ("2.3.19.1 (9b53102964)",
+ * "2.4.1-4 (7d8c0e5759)"): 2.4 changed it; earlier releases read 2.3's. Null when unreadable.
+ */
+export function dovecotSyntaxFor(versionOutput: string): DovecotVersion | null {
+  const m = /^(\d+)\.(\d+)[.\s-]/.exec(`${versionOutput.trim()} `);
+  if (m === null) return null;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 2 || (major === 2 && minor >= 4) ? '2.4' : '2.3';
+}
+
+/**
  * The attributes cidlock reads, as Dovecot 2.3 names its variables. `user` is the account as
  * Dovecot names it, after auth_username_format, auth_default_realm and (in the after-auth call)
  * the passdb's own name for it; `login_user` and `master_user` tell a master-user login;
