@@ -107,16 +107,18 @@ export function dovecotSnippet(rules: Rules, opts: { version: DovecotVersion; no
       `auth_policy_request_attributes {`,
       ...[...REQUEST_ATTRIBUTES_24, ...extra].map(([k, v]) => `  ${k} = ${v}`),
       `}`,
-      `auth_policy {`,
-      `  http_client_request_absolute_timeout = 2s`,
-      `}`,
+      `# Dovecot 2.4's defaults (doveconf -d) already ask before and after the password check`,
+      `# and report the outcome (auth_policy_check_before_auth, auth_policy_check_after_auth,`,
+      `# auth_policy_report_after_auth), with a 2 s timeout (auth_policy { http_client_request_absolute_timeout }).`,
     ];
+  // 2.3 gets them spelled out: its documentation lists them as the feature's switches.
+  const checks = opts.version === '2.3'
+    ? [`auth_policy_check_before_auth = yes`, `auth_policy_check_after_auth = yes`, `auth_policy_report_after_auth = yes`]
+    : [];
   return [
     ...head,
     ...body,
-    `auth_policy_check_before_auth = yes`,
-    `auth_policy_check_after_auth = yes`,
-    `auth_policy_report_after_auth = yes`,
+    ...checks,
     FAIL_MODE,
     '',
     `# Forward the IMAP ID (where clients put their CID) to cidlock as %{client_id}.`,
