@@ -141,6 +141,24 @@ test('the real Dovecot 2.4.1 capture (Debian 13), replayed in order: tls is a bo
   }
 });
 
+test('Dovecot 2.4.1 with the CLIENTID plugin (real capture): the plugin\'s fields and 2.4\'s default attributes decide', async () => {
+  const s = await start('policy: { mode: enforce }\n');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'abc-def-registered' } }, 'admin');
+  try {
+    const answers: string[] = [];
+    for (const c of readDovecotCapture('dovecot-2.4.1-clientid.jsonl')) answers.push((await post(s.port, c.path, c.body)).body);
+    assert.equal(answers, ['{"status":0}', '{"status":0}', '{}', '{"status":-1,"msg":""}', '{}']);
+    const d = s.logs.filter((l) => l.event === 'decision');
+    assert.equal(d.map((l) => [l.reason, l.cid_via, l.tls, l.session]), [
+      ['registered_device', 'clientid', true, '1nO+V55hmsB/AAAB'],
+      ['unknown_device', 'clientid', true, 'hGO/V55hoMB/AAAB'],
+    ]);
+    assert.is(s.engine.stats.policyRejects, 1);
+  } finally {
+    await s.stop();
+  }
+});
+
 test('API key: X-API-Key, Bearer and Basic password accepted; missing or wrong key is 401, and a server with no key refuses all', async () => {
   const key = TEST_DOVECOT_KEY;
   const s = await start('policy: { mode: off }\n');

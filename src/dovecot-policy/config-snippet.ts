@@ -22,18 +22,14 @@ export function dovecotSyntaxFor(versionOutput: string): DovecotVersion | null {
 export const REQUEST_ATTRIBUTES_23 =
   'user=%{user} login_user=%{login_user} master_user=%{master_user} orig_user=%{orig_user} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session} secured=%{secured}';
 
-// 2.4 renamed variables and made the attributes a block.
+// 2.4 renamed variables and made the attributes a block, which Dovecot merges with its own
+// defaults (doveconf -d: device_id, fail_type, login, protocol, pwhash, remote, session_id, all
+// read by cidlock under those names; seen in the requests of Debian 13's 2.4.1). Only the rest.
 const REQUEST_ATTRIBUTES_24: ReadonlyArray<[string, string]> = [
   ['user', '%{user}'],
   ['login_user', '%{login_user}'],
   ['master_user', '%{master_user}'],
   ['orig_user', '%{original_user}'],
-  ['pwhash', '%{hashed_password}'],
-  ['remote', '%{remote_ip}'],
-  ['device_id', '%{client_id}'],
-  ['protocol', '%{protocol}'],
-  ['session_id', '%{session}'],
-  ['fail_type', '%{fail_type}'],
   ['secured', '%{secured}'],
 ];
 
