@@ -262,4 +262,15 @@ t('reproducible: the same commit and SOURCE_DATE_EPOCH give the same bytes', () 
   assert.equal([...stamps], ['2023-11-14 22:13']);
 });
 
+t('lintian (when installed): no errors or warnings beyond packaging/debian/lintian-overrides', () => {
+  if (!which('lintian')) {
+    process.stderr.write('\n(package test: lintian not installed, not run; apt-get install lintian)\n');
+    return;
+  }
+  const r = spawnSync('lintian', ['--pedantic', deb().deb], { encoding: 'utf8', timeout: 120_000 });
+  const tags = r.stdout.split('\n').filter((l) => /^[EW]: /.test(l));
+  assert.equal(tags, [], r.stdout);
+  assert.is(r.status, 0, `lintian exited ${r.status}: ${r.stderr}`);
+});
+
 test.run();
