@@ -52,6 +52,8 @@ export interface BuildResult {
   stage?: string;
 }
 
+/** The example folders shipped in /usr/share/doc/cidlock/examples. */
+const EXAMPLE_DIRS = ['dovecot', 'grafana', 'postfix'];
 const DEFAULT_MAINTAINER = 'cidlock maintainers <maintainers@cidlock.invalid>';
 const PKG = 'cidlock';
 const LIB = 'usr/lib/cidlock';
@@ -409,8 +411,12 @@ export function buildDeb(opts: BuildOptions = {}): BuildResult {
     put(root, 'usr/share/lintian/overrides/cidlock', readFileSync(join(REPO_ROOT, 'packaging', 'debian', 'lintian-overrides')));
     put(root, `${DOC}/changelog.Debian.gz`, gz(changelog(version, upstream, maintainer, epoch)));
     put(root, `${DOC}/README.md.gz`, gz(readFileSync(join(REPO_ROOT, 'README.md'))));
+    // What the repository ships, nothing a working copy made: `npm start` leaves a Dovecot key in
+    // examples/state, and that must never end up in a package.
     copyTree(join(REPO_ROOT, 'examples'), join(root, DOC, 'examples'), (rel, isDir) =>
-      !isDir && (rel === 'dev.yaml' || rel === 'cidlock.service'));
+      isDir
+        ? !EXAMPLE_DIRS.includes(rel.split('/')[0]!)
+        : rel === 'dev.yaml' || rel === 'cidlock.service' || !/\.(ya?ml|conf|json|cf|sh)$/.test(rel));
 
     // DEBIAN/: maintainer scripts, conffiles, md5sums, control.
     const debian = join(root, 'DEBIAN');
