@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cidlock } from './helpers/cli.js';
+import { spawnSync } from 'node:child_process';
+import { CIDLOCK, cidlock } from './helpers/cli.js';
 import { fixturePath, repoRoot } from './helpers/paths.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -84,6 +85,11 @@ test('test --json prints the decision record the daemon logs', () => {
   const v = cidlock(['test', '--config', EXAMPLE, '--user', 'bob@example.com', '--protocol', 'pop3', '--ip', '203.0.113.9', '--assume-vouch', '--json']);
   assert.is(v.status, 0);
   assert.is(JSON.parse(v.stdout).reason, 'vouched');
+});
+
+test('a reader that stops reading (cidlock ... | head -1) ends the command quietly, without a stack trace', () => {
+  const r = spawnSync('sh', ['-c', `"${process.execPath}" "${CIDLOCK}" check --config "${EXAMPLE}" | head -c 1 >/dev/null; "${process.execPath}" "${CIDLOCK}" help devices | head -c 1 >/dev/null`], { encoding: 'utf8', timeout: 30_000 });
+  assert.is(r.stderr, '', 'EPIPE reached the terminal');
 });
 
 test('test --clientid: a CID sent with the CLIENTID command counts as TLS; a differing --cid is shown and ignored', () => {

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cidlock } from './helpers/cli.js';
 import { repoRoot } from './helpers/paths.js';
@@ -21,21 +21,50 @@ test('config dovecot (2.3) fills in the URL, API key header, attributes and imap
   assert.not.ok(r.stdout.includes('UNSUPPORTED') || r.stdout.includes('%{fail_type}'), '2.3 has no fail_type');
 });
 
-test('config dovecot --dovecot 2.4 prints the block syntax with renamed variables and fail_type', () => {
+test('config dovecot --dovecot 2.4 prints the block syntax with renamed variables, and none of 2.4\'s defaults', () => {
   const cfg = join(tempDir(), 'cidlock.yaml');
   writeFileSync(cfg, 'policy: { mode: monitor }\n');
   const r = cidlock(['config', 'dovecot', '--config', cfg, '--dovecot', '2.4']);
   assert.is(r.status, 0, r.stderr);
-  assert.match(r.stdout, /auth_policy_request_attributes \{\n  user = %\{user\}\n/);
-  assert.match(r.stdout, /  orig_user = %\{original_user\}\n/);
-  assert.match(r.stdout, /  remote = %\{remote_ip\}\n/);
-  assert.match(r.stdout, /  protocol = %\{protocol\}\n/);
-  assert.match(r.stdout, /  fail_type = %\{fail_type\}\n/);
-  assert.match(r.stdout, /auth_policy \{\n  http_client_request_absolute_timeout = 2s\n\}/);
-  assert.not.ok(r.stdout.includes('auth_policy_server_timeout_msecs'));
+  const block = /auth_policy_request_attributes \{\n([\s\S]*?)\n\}/.exec(r.stdout)?.[1];
+  assert.is(block, '  user = %{user}\n  login_user = %{login_user}\n  master_user = %{master_user}\n  orig_user = %{original_user}\n  secured = %{secured}');
+  // Dovecot 2.4.1's defaults (doveconf -d in Debian 13) are not repeated: its own request
+  // attributes (merged with the block, as the 2.4.1 capture shows), the checks and the timeout.
+  for (const dflt of ['  device_id =', '  remote =', '  protocol =', '  pwhash =', '  session_id =', '  fail_type =', 'auth_policy {', 'http_client_request_absolute_timeout = 2s', 'auth_policy_check_before_auth = yes', 'auth_policy_check_after_auth = yes', 'auth_policy_report_after_auth = yes', 'auth_policy_server_timeout_msecs']) {
+    assert.not.ok(r.stdout.split('\n').some((l) => l.trim() === dflt || l.startsWith(dflt)), dflt);
+  }
   assert.match(r.stdout, /auth_policy_hash_nonce = [0-9a-f]{32}\n/);
   assert.is(cidlock(['config', 'dovecot', '--dovecot', '2.5', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
   assert.is(cidlock(['config', 'sendmail', '--config', join(repoRoot, 'examples', 'cidlock.yaml')]).status, 2);
+});
+
+test('config dovecot picks the syntax of the Dovecot installed here; --dovecot overrides; none found means 2.3, said on stderr', () => {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, 'dovecot:\n  api_key: "s3cret-key-0123456789"\n');
+  const fake = (out: string) => {
+    const bin = join(dir, `bin-${Math.random().toString(36).slice(2)}`);
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'dovecot'), `#!/bin/sh\necho '${out}'\n`, { mode: 0o755 });
+    return { PATH: `${bin}:${process.env.PATH ?? ''}` };
+  };
+  const v24 = cidlock(['config', 'dovecot', '--config', cfg], { env: fake('2.4.1-4 (7d8c0e5759)') });
+  assert.is(v24.status, 0, v24.stderr);
+  assert.match(v24.stdout, /auth_policy_request_attributes \{/);
+  assert.match(v24.stderr, /Dovecot 2\.4\.1-4 found here; printing its 2\.4 syntax/);
+  const v23 = cidlock(['config', 'dovecot', '--config', cfg], { env: fake('2.3.19.1 (9b53102964)') });
+  assert.match(v23.stdout, /^auth_policy_request_attributes = user=/m);
+  assert.match(v23.stderr, /printing its 2\.3 syntax/);
+  const forced = cidlock(['config', 'dovecot', '--config', cfg, '--dovecot', '2.3'], { env: fake('2.4.1-4 (7d8c0e5759)') });
+  assert.match(forced.stdout, /^auth_policy_request_attributes = user=/m);
+  assert.is(forced.stderr, '');
+  const odd = cidlock(['config', 'dovecot', '--config', cfg], { env: fake('something else') });
+  assert.match(odd.stderr, /cannot tell the syntax of Dovecot "something else"; printing 2\.3 syntax/);
+  const none = cidlock(['config', 'dovecot', '--config', cfg], { env: { PATH: join(dir, 'nothing-here') } });
+  assert.is(none.status, 0, none.stderr);
+  assert.match(none.stdout, /^auth_policy_request_attributes = user=/m);
+  // cidlock also looks in /usr/sbin, where this host's own Dovecot 2.3 may be.
+  assert.match(none.stderr, /no dovecot found here; printing Dovecot 2\.3 syntax|found here; printing its 2\.3 syntax/);
 });
 
 test('config dovecot --clientid loads the login plugin for imap only and asks for its forward fields', () => {

@@ -106,17 +106,54 @@ test('learn mode: a successful report registers the device; the next unknown dev
   }
 });
 
-test('Dovecot 2.4 bodies: fail_type instead of policy_reject, tls as text', async () => {
+test('the real Dovecot 2.4.1 capture (Debian 13), replayed in order: tls is a boolean, reports carry policy_reject and fail_type', async () => {
   const s = await start('policy: { mode: enforce }\n');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
   try {
-    const body = { login: 'a@b.c', protocol: 'imap', remote: '::ffff:192.0.2.7', session_id: 'x', device_id: '', pwhash: '0123', tls: 'TLS', secured: 'TLS' };
-    assert.is((await post(s.port, '/?command=allow', JSON.stringify(body))).body, '{"status":-1,"msg":""}');
-    assert.is((await post(s.port, '/?command=report', JSON.stringify({ ...body, success: false, fail_type: 'policy' }))).body, '{}');
+    const caps = readDovecotCapture('dovecot-2.4.1.jsonl');
+    assert.is(caps.length, 10);
+    const answers: string[] = [];
+    for (const c of caps) answers.push((await post(s.port, c.path, c.body)).body);
+    const REFUSED = '{"status":-1,"msg":""}';
+    assert.equal(answers, [
+      '{"status":0}', '{"status":0}', '{}', // alice's laptop over TLS, its after-auth call, success (vouches for 127.0.0.1)
+      '{}', // a wrong password (fail_type credentials)
+      REFUSED, // bob, plaintext IMAP on loopback: no CID
+      REFUSED, // bob, POP3: nobody proved a device for bob from there
+      '{}', // a report after a policy refusal (fail_type policy, policy_reject true)
+      REFUSED, // bob, SMTP AUTH as Postfix asks: no vouch for bob
+      '{}', // an unknown user (fail_type account)
+      REFUSED, // bob, an ID whose long name pushed the clientid pair out of Dovecot's 256 bytes
+    ]);
+    assert.is(s.engine.stats.successes, 1);
+    assert.is(s.engine.stats.failures, 3);
+    assert.is(s.engine.stats.policyRejects, 1, 'only fail_type policy counts as cidlock\'s refusal');
+    const d = s.logs.filter((l) => l.event === 'decision');
+    assert.equal(d.map((l) => [l.user, l.protocol, l.tls, l.reason]), [
+      ['alice@example.com', 'imap', true, 'registered_device'],
+      ['bob@example.com', 'imap', false, 'no_device_proof'],
+      ['bob@example.com', 'pop3', false, 'no_device_proof'],
+      ['bob@example.com', 'smtp', true, 'no_device_proof'], // Postfix's "secured" session counts as TLS for smtp
+      ['bob@example.com', 'imap', true, 'no_device_proof'],
+    ]);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('Dovecot 2.4.1 with the CLIENTID plugin (real capture): the plugin\'s fields and 2.4\'s default attributes decide', async () => {
+  const s = await start('policy: { mode: enforce }\n');
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'abc-def-registered' } }, 'admin');
+  try {
+    const answers: string[] = [];
+    for (const c of readDovecotCapture('dovecot-2.4.1-clientid.jsonl')) answers.push((await post(s.port, c.path, c.body)).body);
+    assert.equal(answers, ['{"status":0}', '{"status":0}', '{}', '{"status":-1,"msg":""}', '{}']);
+    const d = s.logs.filter((l) => l.event === 'decision');
+    assert.equal(d.map((l) => [l.reason, l.cid_via, l.tls, l.session]), [
+      ['registered_device', 'clientid', true, '1nO+V55hmsB/AAAB'],
+      ['unknown_device', 'clientid', true, 'hGO/V55hoMB/AAAB'],
+    ]);
     assert.is(s.engine.stats.policyRejects, 1);
-    await post(s.port, '/?command=report', JSON.stringify({ ...body, success: false, fail_type: 'credentials' }));
-    assert.is(s.engine.stats.policyRejects, 1);
-    assert.is(s.engine.stats.failures, 2);
-    assert.is(s.logs.find((l) => l.event === 'decision')!.remote, '192.0.2.7');
   } finally {
     await s.stop();
   }

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { commandFromPath, translateDovecot } from '../src/dovecot-policy/translate.js';
+import { commandFromPath, reportOutcome, translateDovecot } from '../src/dovecot-policy/translate.js';
 import { readDovecotCapture } from './helpers/paths.js';
 
 const opts = { idFields: ['clientid'], stage: 'before_auth' };
@@ -147,6 +147,22 @@ test('earlier configurations without user=: login (requested_username) is the ac
   assert.ok(t.ok && t.request.user === 'bob@example.com');
   const none = translateDovecot({ protocol: 'imap' }, opts);
   assert.ok(!none.ok && /user=%\{user\}/.test(none.error));
+});
+
+
+test('Dovecot 2.4.1 reports (real captures): success, credentials, policy and account outcomes', () => {
+  const caps = readDovecotCapture('dovecot-2.4.1.jsonl');
+  const reports = caps.filter((c) => commandFromPath(c.path) === 'report').map((c) => reportOutcome(JSON.parse(c.body)));
+  assert.equal(reports, [
+    { success: true, policyReject: false, failType: '' },
+    { success: false, policyReject: false, failType: 'credentials' },
+    { success: false, policyReject: true, failType: 'policy' },
+    { success: false, policyReject: false, failType: 'account' },
+  ]);
+  const first = translateDovecot(JSON.parse(caps[0]!.body), opts);
+  assert.ok(first.ok && first.request.tls === true && first.request.cid?.token === '23bf83be-aad7-46aa-9e0f-39191ccf402f' && first.request.cidVia === 'imap_id');
+  const dropped = translateDovecot(JSON.parse(caps[9]!.body), opts);
+  assert.ok(dropped.ok && dropped.request.cid === undefined && dropped.request.cidProblem === undefined, 'Dovecot cut the ID before the clientid pair');
 });
 
 test.run();

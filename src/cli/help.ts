@@ -366,8 +366,10 @@ DESCRIPTION
      protect it.
 
 OPTIONS
-     --dovecot VERSION   2.3 (Debian 12, the default) or 2.4 (block syntax,
-                         renamed variables, fail_type)
+     --dovecot VERSION   2.3 (Debian 12) or 2.4 (Debian 13: block syntax,
+                         renamed variables, fail_type). Default: the syntax
+                         of the Dovecot installed here (dovecot --version,
+                         said on stderr), else 2.3
      --nonce TEXT        auth_policy_hash_nonce; default: a fresh random value.
                          Use the same value on every Dovecot server of a cluster.
      --clientid          load the CLIENTID login plugin and read its fields

@@ -26,6 +26,14 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => number | Promise<numb
 
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
   const [cmd, ...rest] = argv;
+  // A reader that stopped reading (cidlock check | head) ends a command quietly, as it ends
+  // other Unix tools. Not the daemon: its standard output is its log, handled where it is written.
+  if (io === stdio && cmd !== 'serve') {
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      process.exit(process.exitCode ?? 0);
+    });
+  }
   if (cmd === undefined || cmd === '--help' || cmd === '-h') return io.out(HELP.main!), cmd === undefined ? 2 : 0;
   if (cmd === 'help') {
     const topic = rest[0] ?? 'main';

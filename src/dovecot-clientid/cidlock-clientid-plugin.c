@@ -142,7 +142,8 @@ static const struct imap_login_command cidlock_clientid_commands[] = {
 	{ "CLIENTID", cmd_clientid },
 };
 
-static void cidlock_clientid_client_create(CLIENTID_CREATE_PARAMS)
+static CLIENTID_CREATE_RET
+cidlock_clientid_client_create(CLIENTID_CREATE_PARAMS)
 {
 	struct cidlock_clientid_client *ctx = CLIENTID_CONTEXT(client);
 
@@ -150,6 +151,7 @@ static void cidlock_clientid_client_create(CLIENTID_CREATE_PARAMS)
 	/* implicit TLS: the greeting, sent after this, lists CLIENTID */
 	if (clientid_client_is_tls(client))
 		clientid_advertise((struct imap_client *)client);
+	CLIENTID_CREATE_DONE;
 }
 
 static void cidlock_clientid_client_starttls(struct client *client)

@@ -3,6 +3,17 @@ import type { ListenAddress, Rules } from '../core/rules/types.js';
 export type DovecotVersion = '2.3' | '2.4';
 
 /**
+ * The configuration syntax for what `dovecot --version` printed ("2.3.19.1 (9b53102964)",
+ * "2.4.1-4 (7d8c0e5759)"): 2.4 changed it; earlier releases read 2.3's. Null when unreadable.
+ */
+export function dovecotSyntaxFor(versionOutput: string): DovecotVersion | null {
+  const m = /^(\d+)\.(\d+)[.\s-]/.exec(`${versionOutput.trim()} `);
+  if (m === null) return null;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 2 || (major === 2 && minor >= 4) ? '2.4' : '2.3';
+}
+
+/**
  * The attributes cidlock reads, as Dovecot 2.3 names its variables. `user` is the account as
  * Dovecot names it, after auth_username_format, auth_default_realm and (in the after-auth call)
  * the passdb's own name for it; `login_user` and `master_user` tell a master-user login;
@@ -11,18 +22,14 @@ export type DovecotVersion = '2.3' | '2.4';
 export const REQUEST_ATTRIBUTES_23 =
   'user=%{user} login_user=%{login_user} master_user=%{master_user} orig_user=%{orig_user} pwhash=%{hashed_password} remote=%{rip} device_id=%{client_id} protocol=%s session_id=%{session} secured=%{secured}';
 
-// 2.4 renamed variables and made the attributes a block.
+// 2.4 renamed variables and made the attributes a block, which Dovecot merges with its own
+// defaults (doveconf -d: device_id, fail_type, login, protocol, pwhash, remote, session_id, all
+// read by cidlock under those names; seen in the requests of Debian 13's 2.4.1). Only the rest.
 const REQUEST_ATTRIBUTES_24: ReadonlyArray<[string, string]> = [
   ['user', '%{user}'],
   ['login_user', '%{login_user}'],
   ['master_user', '%{master_user}'],
   ['orig_user', '%{original_user}'],
-  ['pwhash', '%{hashed_password}'],
-  ['remote', '%{remote_ip}'],
-  ['device_id', '%{client_id}'],
-  ['protocol', '%{protocol}'],
-  ['session_id', '%{session}'],
-  ['fail_type', '%{fail_type}'],
   ['secured', '%{secured}'],
 ];
 
@@ -96,16 +103,18 @@ export function dovecotSnippet(rules: Rules, opts: { version: DovecotVersion; no
       `auth_policy_request_attributes {`,
       ...[...REQUEST_ATTRIBUTES_24, ...extra].map(([k, v]) => `  ${k} = ${v}`),
       `}`,
-      `auth_policy {`,
-      `  http_client_request_absolute_timeout = 2s`,
-      `}`,
+      `# Dovecot 2.4's defaults (doveconf -d) already ask before and after the password check`,
+      `# and report the outcome (auth_policy_check_before_auth, auth_policy_check_after_auth,`,
+      `# auth_policy_report_after_auth), with a 2 s timeout (auth_policy { http_client_request_absolute_timeout }).`,
     ];
+  // 2.3 gets them spelled out: its documentation lists them as the feature's switches.
+  const checks = opts.version === '2.3'
+    ? [`auth_policy_check_before_auth = yes`, `auth_policy_check_after_auth = yes`, `auth_policy_report_after_auth = yes`]
+    : [];
   return [
     ...head,
     ...body,
-    `auth_policy_check_before_auth = yes`,
-    `auth_policy_check_after_auth = yes`,
-    `auth_policy_report_after_auth = yes`,
+    ...checks,
     FAIL_MODE,
     '',
     `# Forward the IMAP ID (where clients put their CID) to cidlock as %{client_id}.`,

@@ -1,7 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { isAbsolute } from 'node:path';
 import { dovecotApiKey } from '../../dovecot-policy/api-key.js';
-import { dovecotSnippet, type DovecotVersion } from '../../dovecot-policy/config-snippet.js';
+import { dovecotSnippet, dovecotSyntaxFor, type DovecotVersion } from '../../dovecot-policy/config-snippet.js';
 import { POSTFIX_FORMATS, PostfixConfigError, postfixConfig, type PostfixFormat } from '../../postfix-policy/config-snippet.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError } from '../args.js';
 import { ExitError, loadRulesOrExit, type Io } from '../context.js';
@@ -19,6 +20,17 @@ const OPTIONS = {
 } as const;
 
 const POSTFIX_ONLY = ['format', 'postfix-config', 'queue-directory'] as const;
+
+/** How long `dovecot --version` may take before cidlock gives up asking. */
+const DOVECOT_VERSION_TIMEOUT_MS = 5_000;
+
+/** What the installed Dovecot says it is, or null when there is none here to ask. */
+function installedDovecot(): string | null {
+  // Run as a user whose PATH lacks the sbin folders, too.
+  const path = [process.env.PATH ?? '', '/usr/sbin', '/sbin'].filter((p) => p !== '').join(':');
+  const r = spawnSync('dovecot', ['--version'], { encoding: 'utf8', timeout: DOVECOT_VERSION_TIMEOUT_MS, env: { ...process.env, PATH: path } });
+  return r.status === 0 && typeof r.stdout === 'string' ? r.stdout.trim() : null;
+}
 
 function absoluteDir(option: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
@@ -54,8 +66,19 @@ export function configCommand(argv: string[], io: Io): number {
     return 0;
   }
   for (const o of POSTFIX_ONLY) if (values[o] !== undefined) throw new UsageError(`--${o} applies to "config postfix" only`);
-  const version = (values.dovecot ?? '2.3') as DovecotVersion;
-  if (version !== '2.3' && version !== '2.4') throw new UsageError('--dovecot must be 2.3 or 2.4');
+  let version = values.dovecot as DovecotVersion | undefined;
+  if (version !== undefined && version !== '2.3' && version !== '2.4') throw new UsageError('--dovecot must be 2.3 or 2.4');
+  if (version === undefined) {
+    // The syntax of the Dovecot on this host, when there is one; else 2.3 (Debian 12).
+    const found = installedDovecot();
+    const syntax = found === null ? null : dovecotSyntaxFor(found);
+    version = syntax ?? '2.3';
+    io.err(found === null
+      ? 'cidlock: no dovecot found here; printing Dovecot 2.3 syntax (--dovecot 2.4 for Dovecot 2.4)'
+      : syntax === null
+        ? `cidlock: cannot tell the syntax of Dovecot ${JSON.stringify(found.slice(0, 40))}; printing 2.3 syntax (--dovecot 2.3|2.4 chooses)`
+        : `cidlock: Dovecot ${found.split(' ')[0]} found here; printing its ${syntax} syntax (--dovecot 2.3|2.4 overrides)`);
+  }
   if (values.nonce !== undefined && !/^[\x21-\x7e]{8,128}$/.test(values.nonce)) throw new UsageError('--nonce: 8 to 128 printable characters without spaces');
   const loginPluginDir = absoluteDir('login-plugin-dir', values['login-plugin-dir']);
   if (loginPluginDir !== undefined && values.clientid !== true) throw new UsageError('--login-plugin-dir goes with --clientid');
