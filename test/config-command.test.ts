@@ -26,6 +26,8 @@ test('config dovecot --dovecot 2.4 prints the block syntax with renamed variable
   writeFileSync(cfg, 'policy: { mode: monitor }\n');
   const r = cidlock(['config', 'dovecot', '--config', cfg, '--dovecot', '2.4']);
   assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /doveconf -n \| grep server_url/, '2.4\'s doveconf -h refuses auth_policy_server_url (exit 89, seen in Debian 13)');
+  assert.not.ok(r.stdout.includes('doveconf -h'));
   const block = /auth_policy_request_attributes \{\n([\s\S]*?)\n\}/.exec(r.stdout)?.[1];
   assert.is(block, '  user = %{user}\n  login_user = %{login_user}\n  master_user = %{master_user}\n  orig_user = %{original_user}\n  secured = %{secured}');
   // Dovecot 2.4.1's defaults (doveconf -d in Debian 13) are not repeated: its own request

@@ -84,7 +84,10 @@ export function dovecotSnippet(rules: Rules, opts: { version: DovecotVersion; no
     `# !include_try, which they skip (they need none of it). As root:`,
     `#   cidlock config dovecot${opts.version === '2.3' ? '' : ` --dovecot ${opts.version}`}${opts.clientid ? ' --clientid' : ''}${opts.source ? ` -c ${opts.source}` : ''} | install -m 600 -o root -g root /dev/stdin /etc/dovecot/private/cidlock.conf`,
     `#   echo '!include_try ../private/cidlock.conf' > /etc/dovecot/conf.d/95-cidlock.conf`,
-    `#   doveconf -h auth_policy_server_url    # must print the URL below`,
+    opts.version === '2.3'
+      ? `#   doveconf -h auth_policy_server_url    # must print the URL below`
+      // 2.4 shows it only inside its auth_policy filter; doveconf -h refuses the name.
+      : `#   doveconf -n | grep server_url         # must show the URL below`,
     `#   doveadm reload`,
     '',
     `auth_policy_server_url = ${url}`,
