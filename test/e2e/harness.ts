@@ -383,7 +383,7 @@ export function postfixScriptFor(cfg: string, pf: { etc: string; queue: string }
 
 /** The dovecot.conf lines exactly as an operator gets them from `cidlock config dovecot`. */
 export function dovecotSnippetFor(cfg: string): string {
-  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789']);
+  const r = cidlock(['config', 'dovecot', '--dovecot', '2.3', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789']);
   if (r.status !== 0) throw new Error(`cidlock config dovecot failed: ${r.stderr}`);
   return r.stdout;
 }

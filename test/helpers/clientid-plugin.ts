@@ -64,7 +64,7 @@ export function buildClientidPlugin(): string {
  * policy settings with the plugin's forward fields, and the protocol imap block that loads it.
  */
 export function clientidSnippetFor(cfg: string, pluginDir: string): string {
-  const r = cidlock(['config', 'dovecot', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789', '--clientid', '--login-plugin-dir', pluginDir]);
+  const r = cidlock(['config', 'dovecot', '--dovecot', '2.3', '--config', cfg, '--nonce', 'e2e-test-nonce-0123456789', '--clientid', '--login-plugin-dir', pluginDir]);
   if (r.status !== 0) throw new Error(`cidlock config dovecot --clientid failed: ${r.stderr}`);
   if (!r.stdout.includes(`login_plugins = $login_plugins ${PLUGIN_NAME}`)) throw new Error(`the snippet does not load ${PLUGIN_NAME}:\n${r.stdout}`);
   return r.stdout;
