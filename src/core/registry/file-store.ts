@@ -125,10 +125,10 @@ async function acquire(path: string, waitMs: number): Promise<number> {
   }
 }
 
-/** Removes the lock only if it is still the one taken (same inode). */
+/** Removes the lock only if it is still the one taken: its inode names it, no need to read it. */
 async function release(path: string, ino: number): Promise<void> {
-  const now = await readLock(path).catch(() => null);
-  if (now !== null && now.ino === ino && now.owner === process.pid) await unlink(path).catch(() => {});
+  const st = await stat(path).catch(() => null);
+  if (st !== null && st.ino === ino) await unlink(path).catch(() => {});
 }
 
 /** Temp files of writers killed mid-write (kill -9) are garbage once their process is gone. */
