@@ -1,15 +1,17 @@
 // The CLI run as root (as the README shows) must leave state_dir usable by the daemon's own user,
 // and a daemon that cannot read a registry change must not carry on quietly. Both run for real:
-// the CLI as root, the daemon as nobody (uid 65534) on a state_dir owned by nobody.
+// the CLI as root, the daemon as nobody (uid 65534) on a state_dir owned by nobody. The CLI hands
+// its registry work to a child running as nobody (Debian 13's nodejs refuses setuid in-process),
+// with the rules and input files it read as root.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileStore } from '../src/core/registry/file-store.js';
-import { becomeStateOwner, StateOwnerError } from '../src/core/state-owner.js';
 import { openRegistry } from '../src/core/registry/registry.js';
 import { CIDLOCK, cidlock } from './helpers/cli.js';
+import { repoRoot } from './helpers/paths.js';
 import { httpGet } from './helpers/daemon.js';
 import { post } from './helpers/http.js';
 import { fixturePath } from './helpers/paths.js';
@@ -24,7 +26,7 @@ const NOBODY = 65534;
 const TOKEN = 'state-owner-admin-token-0123456789';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** A state_dir owned by nobody (mode 0700), and rules in a folder nobody can read through. */
+/** A state_dir owned by nobody (mode 0700), and the daemon's rules. */
 function workspace(): { dir: string; state: string; cfg: string } {
   const dir = tempDir('cidlock-owner-');
   chmodSync(dir, 0o755);
@@ -90,32 +92,47 @@ check('the CLI run as root leaves every state file to state_dir\'s owner, and a 
   writeFileSync(pem, readFileSync(fixturePath('certs', 'alice-phone.pem')), { mode: 0o600 });
   const list = join(secret, 'devices.txt');
   writeFileSync(list, 'carol@example.com UUID carol-1 desk\ncarol@example.com UUID carol-2\n', { mode: 0o600 });
+  // The CLI's rules: only root can read them, and they draw a warning, which is printed once.
+  const rootCfg = join(secret, 'cidlock.yaml');
+  writeFileSync(rootCfg, `state_dir: ${state}\nlisten: { admin: 192.0.2.1:8080, dovecot: off, postfix: off, socketmap: off }\nadmin: { token: ${TOKEN} }\npolicy: { mode: enforce }\n`, { mode: 0o600 });
 
   const d = serveAsNobody(cfg);
   try {
     const admin = await d.admin();
     const devices = async (user: string) => ((await api(admin, `/api/users/${user}/devices`)).devices as Array<{ id: string }>).map((x) => x.id);
 
-    const set = cidlock(['users', 'set', 'bob@example.com', '--mode', 'learn', '--config', cfg]);
+    const set = cidlock(['users', 'set', 'bob@example.com', '--mode', 'learn', '--config', rootCfg]);
     assert.is(set.status, 0, set.stderr);
+    assert.is(set.stderr.match(/not a loopback address/g)?.length, 1, `the rules' warning once: ${set.stderr}`);
+    assert.match(set.stdout, /^bob@example\.com: registry mode learn; effective mode learn/);
+    assert.is(set.stdout.trim().split('\n').length, 1, set.stdout);
     assert.equal(notNobodys(state), [], 'users set left files nobody cannot use');
     await eventually('the mode', async () => (await api(admin, '/api/users/bob@example.com')).registry_mode === 'learn');
 
-    const add = cidlock(['devices', 'add', 'alice@example.com', 'UUID owner-laptop', '--label', 'laptop', '--config', cfg]);
+    const add = cidlock(['devices', 'add', 'alice@example.com', 'UUID owner-laptop', '--label', 'laptop', '--config', rootCfg]);
     assert.is(add.status, 0, add.stderr);
     const id = /cid device ([0-9a-f]{12})/.exec(add.stdout)![1]!;
-    const cert = cidlock(['devices', 'add', 'alice@example.com', '--cert', pem, '--config', cfg]);
+    const cert = cidlock(['devices', 'add', 'alice@example.com', '--cert', pem, '--config', rootCfg]);
     assert.is(cert.status, 0, cert.stderr);
     assert.equal(notNobodys(state), [], 'devices add left files nobody cannot use');
     await eventually('the added devices', async () => (await devices('alice@example.com')).length === 2);
     assert.ok((await devices('alice@example.com')).includes(id));
 
-    const imp = cidlock(['devices', 'import', list, '--config', cfg]);
+    const imp = cidlock(['devices', 'import', list, '--config', rootCfg]);
     assert.is(imp.status, 0, imp.stderr);
     assert.equal(notNobodys(state), [], 'devices import left files nobody cannot use');
     await eventually('the imported devices', async () => (await devices('carol@example.com')).length === 2);
+    // Standard input, read by root and handed over.
+    const piped = cidlock(['devices', 'import', '-', '--config', rootCfg], { input: 'dave@example.com UUID dave-1\n' });
+    assert.is(piped.status, 0, piped.stderr);
+    assert.match(piped.stdout, /imported 1 devices: 1 added/);
+    await eventually('the piped device', async () => (await devices('dave@example.com')).length === 1);
+    // A failure in the child is the command's failure: its message and status reach the caller.
+    const full = cidlock(['devices', 'remove', 'alice@example.com', 'abcdef012345', '--config', rootCfg]);
+    assert.is(full.status, 1);
+    assert.match(full.stderr, /^cidlock devices: alice@example\.com: no device with ID abcdef012345$/m);
 
-    const rm = cidlock(['devices', 'remove', 'alice@example.com', id, '--config', cfg]);
+    const rm = cidlock(['devices', 'remove', 'alice@example.com', id, '--config', rootCfg]);
     assert.is(rm.status, 0, rm.stderr);
     assert.equal(notNobodys(state), [], 'devices remove left files nobody cannot use');
     await eventually('the removal', async () => !(await devices('alice@example.com')).includes(id));
@@ -123,7 +140,7 @@ check('the CLI run as root leaves every state file to state_dir\'s owner, and a 
     // The files a writing CLI creates, all there and all nobody's (the audit log included).
     for (const f of ['secret', 'registry.journal', 'audit.log']) assert.ok(readdirSync(state).includes(f), `${f} is missing`);
     const audit = readFileSync(join(state, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.equal(audit.filter((e) => e.via === 'cli').map((e) => e.event), ['user_mode_set', 'device_registered', 'device_registered', 'devices_imported', 'device_removed']);
+    assert.equal(audit.filter((e) => e.via === 'cli').map((e) => e.event), ['user_mode_set', 'device_registered', 'device_registered', 'devices_imported', 'devices_imported', 'device_removed']);
     assert.is((await httpGet(admin, '/readyz')).status, 200);
     assert.not.ok(d.lines.some((l) => l.event === 'registry_reload_failed' || l.event === 'audit_write_failed'), 'the daemon met a file it could not use');
   } finally {
@@ -157,30 +174,30 @@ check('a daemon that cannot read a registry change (a root-owned journal, as the
   }
 });
 
-test('a Node.js that refuses to switch users (Debian 13\'s nodejs: io_uring, CVE-2024-22017) gets a clear refusal, before anything changed', () => {
-  // Stand in for that Node.js in this process: root, and a setgroups that throws as it does there.
-  const dir = tempDir('cidlock-owner-');
-  if (asRoot) chownSync(dir, NOBODY, NOBODY);
-  const owner = lstatSync(dir).uid;
-  const saved = { geteuid: process.geteuid, setgroups: process.setgroups, setgid: process.setgid, setuid: process.setuid };
-  const calls: string[] = [];
-  try {
-    process.geteuid = () => 0;
-    process.setgroups = () => {
-      calls.push('setgroups');
-      throw Object.assign(new Error('setgroups() disabled: io_uring may be enabled. See CVE-2024-22017.'), { code: 'ERR_INVALID_STATE' });
-    };
-    process.setgid = () => { calls.push('setgid'); };
-    process.setuid = () => { calls.push('setuid'); };
-    assert.throws(() => becomeStateOwner(dir), (err: unknown) =>
-      err instanceof StateOwnerError && err.message.includes(`uid ${owner}`) && err.message.includes('CVE-2024-22017') && err.message.includes('run the command as that user'));
-    assert.equal(calls, ['setgroups'], 'no setgid or setuid after the refusal');
-    // Any other failure is not hidden behind that message.
-    process.setgroups = () => { throw Object.assign(new Error('EPERM'), { code: 'EPERM' }); };
-    assert.throws(() => becomeStateOwner(dir), (err: unknown) => !(err instanceof StateOwnerError) && (err as Error).message === 'EPERM');
-  } finally {
-    Object.assign(process, saved);
-  }
+test('a child given a handoff it cannot use changes nothing and says why', () => {
+  const dir = tempDir('cidlock-handoff-');
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, 'state_dir: ./state\n');
+  // The handoff as a broken or foreign parent might send it, on standard input for the test.
+  const run = (handoff: Buffer) => spawnSync(process.execPath, [CIDLOCK, 'devices', 'add', 'alice@example.com', 'UUID x', '--config', cfg], {
+    encoding: 'utf8', cwd: repoRoot, env: { ...process.env, CIDLOCK_CONFIG: '', CIDLOCK_HANDOFF_FD: '0' }, input: handoff,
+  });
+  const garbage = run(Buffer.from('not a handoff'));
+  assert.is(garbage.status, 1);
+  assert.match(garbage.stderr, /handoff from the parent process is malformed/);
+  const truncated = run(Buffer.from(`${JSON.stringify([[cfg, 100]])}\nstate_dir: ./state\n`));
+  assert.is(truncated.status, 1);
+  assert.match(truncated.stderr, /malformed/);
+  // A well-formed handoff that lacks the rules file: the child does not read it itself.
+  const missing = run(Buffer.from(`${JSON.stringify([])}\n`));
+  assert.is(missing.status, 1);
+  assert.match(missing.stderr, /not among the files handed over by the parent process/);
+  assert.equal(readdirSync(dir), ['cidlock.yaml'], 'no state_dir was created');
+  // The handed-over rules are the ones used, not the file on disk.
+  const rules = Buffer.from('state_dir: ./other\n');
+  const used = run(Buffer.concat([Buffer.from(`${JSON.stringify([[cfg, rules.length]])}\n`), rules]));
+  assert.is(used.status, 0, used.stderr);
+  assert.equal(readdirSync(dir).sort(), ['cidlock.yaml', 'other']);
 });
 
 test.run();

@@ -1,10 +1,10 @@
-import { readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
-import { loadRulesFile } from '../core/rules/load.js';
+import { loadRulesFile, readRulesBytes } from '../core/rules/load.js';
 import { formatRulesIssue, type Rules } from '../core/rules/types.js';
 import { fileStore } from '../core/registry/file-store.js';
 import { openRegistry, type Registry } from '../core/registry/registry.js';
-import { becomeStateOwner } from '../core/state-owner.js';
+import { endReplay, handOffToStateOwner, readAll, readCliFile } from './owner-handoff.js';
 import { openAuditLog } from '../alerts/audit-log.js';
 import type { SecurityEvent } from '../alerts/events.js';
 
@@ -27,7 +27,7 @@ export class ExitError extends Error {
 }
 
 export function loadRulesOrExit(file: string, io: Io, status = 2): Rules {
-  const r = loadRulesFile(file);
+  const r = loadRulesFile(file, (f) => readCliFile(f, readRulesBytes));
   for (const w of r.warnings) io.err(`warning: ${formatRulesIssue(w)}`);
   if (!r.ok) {
     for (const e of r.errors) io.err(formatRulesIssue(e));
@@ -54,12 +54,17 @@ function lowerPriority(): void {
 }
 
 /**
- * Opens the registry for a command. Commands that change it run from here on as state_dir's owner
- * when started as root (see becomeStateOwner): call this after reading the rules and input files.
+ * Opens the registry for a command. Run as root, a command that changes it hands its work over to
+ * state_dir's owner here (see owner-handoff): call this after reading the rules and input files.
  */
 export async function openRegistryFor(rules: Rules, create: boolean): Promise<Registry> {
   lowerPriority();
-  if (create) becomeStateOwner(rules.stateDir);
+  if (create) {
+    const status = await handOffToStateOwner(rules.stateDir);
+    // The child did the work and printed its outcome: this process only passes its status on.
+    if (status !== null) throw new ExitError(status);
+  }
+  endReplay();
   return openRegistry(fileStore(rules.stateDir), { create });
 }
 
@@ -73,30 +78,7 @@ export function auditFromCli(rules: Rules, io: Io, event: SecurityEvent): void {
 
 /** Reads a file argument, "-" meaning standard input. */
 export function readInput(path: string, maxBytes = 64 * 1024 * 1024): string {
-  const buf = path === '-' ? readStdinSync() : readFileSync(path);
+  const buf = readCliFile(path, (p) => (p === '-' ? readAll(0, maxBytes) : readFileSync(p)));
   if (buf.length > maxBytes) throw new ExitError(2, `${path}: larger than ${maxBytes} bytes`);
   return buf.toString('utf8');
-}
-
-/**
- * All of standard input (or `fd`), synchronously. readFileSync(0) fails with EAGAIN on Node 18
- * (Debian 12's nodejs) when stdin is a non-blocking pipe that has no data yet, e.g. one a parent
- * Node.js process holds open: wait for the data instead, as Node 20 does.
- */
-export function readStdinSync(fd = 0): Buffer {
-  const chunks: Buffer[] = [];
-  const chunk = Buffer.allocUnsafe(64 * 1024);
-  const nap = new Int32Array(new SharedArrayBuffer(4));
-  for (;;) {
-    let n: number;
-    try {
-      n = readSync(fd, chunk, 0, chunk.length, null);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-      Atomics.wait(nap, 0, 0, 10); // nothing to read yet: sleep 10 ms
-      continue;
-    }
-    if (n === 0) return Buffer.concat(chunks);
-    chunks.push(Buffer.from(chunk.subarray(0, n)));
-  }
 }

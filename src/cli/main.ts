@@ -1,6 +1,6 @@
 import { VERSION } from '../core/version.js';
 import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
-import { StateOwnerError } from '../core/state-owner.js';
+import { beginCommand, endReplay, replaying, StateOwnerError } from './owner-handoff.js';
 import { ApiKeyError } from '../dovecot-policy/api-key.js';
 import { UsageError } from './args.js';
 import { checkCommand } from './commands/check.js';
@@ -47,9 +47,14 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
     io.err(`cidlock: unknown command ${JSON.stringify(cmd)}; see "cidlock --help"`);
     return 2;
   }
+  // A child replaying its parent's command prints nothing the parent printed already.
+  const quiet: Io = { out: (t) => replaying() || io.out(t), err: (t) => replaying() || io.err(t) };
   try {
-    return await run(rest, io);
+    beginCommand(argv);
+    return await run(rest, quiet);
   } catch (err) {
+    // Past the point where the parent handed over, or a replay that went its own way: show it.
+    endReplay();
     if (err instanceof UsageError) {
       io.err(`cidlock ${cmd}: ${err.message}; see "cidlock ${cmd} --help"`);
       return 2;

@@ -167,6 +167,22 @@ let importA = '';
 let importD = '';
 const results: Record<string, { probes: number; dovecot: { max: number; p99: number }; postfix: { max: number; p99: number }; loop: number; seconds: number }> = {};
 
+/**
+ * What the daemon logged in the monitor's report window that held its longest stall (and the
+ * window before): events by count, so a failure says what the daemon was doing then.
+ */
+function around(ts: number): string {
+  if (!Number.isFinite(ts)) return 'nothing';
+  const counts = new Map<string, number>();
+  for (const l of daemon.lines) {
+    const at = Date.parse(String(l.ts));
+    if (l.event === 'test_loop_delay' || at < ts - 400 || at > ts) continue;
+    const name = `${String(l.event)}${l.rebuilt ? ' (rebuilt)' : ''}`;
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return counts.size === 0 ? 'nothing' : [...counts].map(([e, n]) => `${e} x${n}`).join(', ');
+}
+
 /** Runs one phase under the probe and asserts that no probe waited longer than the bound. */
 async function phase(name: string, work: () => Promise<void>): Promise<void> {
   const t = Date.now();
@@ -196,7 +212,7 @@ async function phase(name: string, work: () => Promise<void>): Promise<void> {
   results[name] = r;
   process.stdout.write(`\n  ${name}: ${r.probes} probes in ${r.seconds} s; dovecot max ${r.dovecot.max} ms p99 ${r.dovecot.p99} ms; postfix max ${r.postfix.max} ms p99 ${r.postfix.p99} ms; daemon event loop stalled ${loopText}\n`);
   assert.ok(got.length >= 20, `only ${got.length} probes answered during ${name}`);
-  const why = `the daemon's event loop stalled ${loopText}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} cores`;
+  const why = `the daemon's event loop stalled ${loopText}; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cpus().length} cores; around its longest stall it logged ${around(Date.parse(String(worst.ts)))}`;
   assert.ok(r.dovecot.max < BOUND_MS, `${name}: a Dovecot request waited ${r.dovecot.max} ms (bound ${BOUND_MS} ms; ${why})`);
   assert.ok(r.postfix.max < BOUND_MS, `${name}: a Postfix request waited ${r.postfix.max} ms (bound ${BOUND_MS} ms; ${why})`);
 }

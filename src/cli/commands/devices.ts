@@ -5,6 +5,7 @@ import { parseImport } from '../../core/registry/import.js';
 import type { DeviceInput } from '../../core/registry/registry.js';
 import type { Device } from '../../core/registry/types.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError, userArg } from '../args.js';
+import { readCliFile } from '../owner-handoff.js';
 import { auditFromCli, ExitError, loadRulesOrExit, openRegistryFor, readInput, type Io } from '../context.js';
 import { HELP } from '../help.js';
 
@@ -31,7 +32,7 @@ function addInput(values: Record<string, unknown>, positional: string | undefine
   if (typeof values.cert === 'string') {
     let pem: string;
     try {
-      pem = readFileSync(values.cert, 'utf8');
+      pem = readCliFile(values.cert, readFileSync).toString('utf8');
     } catch (err) {
       throw new ExitError(1, `${values.cert}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

@@ -425,16 +425,30 @@ export function parseRules(text: string, file: string): RulesResult {
   return { ok: true, rules, warnings: w.warnings };
 }
 
-export function loadRulesFile(file: string): RulesResult {
+/** A rules file that is not one cidlock will read (a folder, too large). */
+export class RulesFileError extends Error {
+  override readonly name = 'RulesFileError';
+}
+
+/** The bytes of a rules file, refusing what is not a regular file of a sane size. */
+export function readRulesBytes(file: string): Buffer {
+  const st = statSync(file);
+  if (!st.isFile()) throw new RulesFileError('not a regular file');
+  if (st.size > MAX_RULES_BYTES) throw new RulesFileError(`file is larger than ${MAX_RULES_BYTES} bytes`);
+  return readFileSync(file);
+}
+
+/** Loads a rules file; `read` lets the CLI record the bytes it read (see cli/owner-handoff). */
+export function loadRulesFile(file: string, read: (file: string) => Buffer = readRulesBytes): RulesResult {
   const fail = (message: string): RulesResult => ({ ok: false, errors: [{ file, line: 1, col: 1, path: '', message }], warnings: [] });
   let text: string;
   try {
-    const st = statSync(file);
-    if (!st.isFile()) return fail('not a regular file');
-    if (st.size > MAX_RULES_BYTES) return fail(`file is larger than ${MAX_RULES_BYTES} bytes`);
-    text = readFileSync(file, 'utf8');
+    text = read(file).toString('utf8');
   } catch (err) {
+    if (err instanceof RulesFileError) return fail(err.message);
     const e = err as NodeJS.ErrnoException;
+    // Not the file system's refusal (the reader's own failure): the caller's to report.
+    if (typeof e.code !== 'string') throw err;
     return fail(e.code === 'ENOENT' ? 'no such file' : `cannot read the file (${e.code ?? e.message})`);
   }
   return parseRules(text, file);
