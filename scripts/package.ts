@@ -54,7 +54,7 @@ export interface BuildResult {
 
 /** The example folders shipped in /usr/share/doc/cidlock/examples. */
 const EXAMPLE_DIRS = ['dovecot', 'grafana', 'postfix'];
-const DEFAULT_MAINTAINER = 'cidlock maintainers <maintainers@cidlock.invalid>';
+export const DEFAULT_MAINTAINER = 'cidlock maintainers <maintainers@cidlock.invalid>';
 const PKG = 'cidlock';
 const LIB = 'usr/lib/cidlock';
 const DOC = 'usr/share/doc/cidlock';
@@ -71,7 +71,7 @@ export function debianVersion(semver: string, revision = '1'): string {
   return `${v}-${revision}`;
 }
 
-function sourceDateEpoch(): number {
+export function sourceDateEpoch(): number {
   const env = process.env.SOURCE_DATE_EPOCH;
   if (env && /^\d+$/.test(env)) return Number(env);
   try {
@@ -83,7 +83,7 @@ function sourceDateEpoch(): number {
   return t;
 }
 
-function gitRevision(): string | null {
+export function gitRevision(): string | null {
   try {
     return execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || null;
   } catch {
@@ -92,13 +92,13 @@ function gitRevision(): string | null {
 }
 
 /** gzip -9n: no name, no time stamp, so the same input gives the same bytes. */
-function gz(data: string | Buffer): Buffer {
+export function gz(data: string | Buffer): Buffer {
   const out = gzipSync(data, { level: zlib.Z_BEST_COMPRESSION });
   out[9] = 3; // OS = Unix, as gzip(1) writes it (zlib leaves "unknown")
   return out;
 }
 
-function put(stage: string, path: string, data: string | Buffer, mode = 0o644): void {
+export function put(stage: string, path: string, data: string | Buffer, mode = 0o644): void {
   const full = join(stage, path);
   mkdirSync(dirname(full), { recursive: true });
   writeFileSync(full, data);
@@ -236,7 +236,7 @@ function confFile(example: string): string {
   return example.replace(re, (_l, comment: string | undefined) => `state_dir: /var/lib/cidlock${comment ?? ''}`);
 }
 
-const MIT = `Permission is hereby granted, free of charge, to any person obtaining a copy
+export const MIT = `Permission is hereby granted, free of charge, to any person obtaining a copy
 of this software and associated documentation files (the "Software"), to deal
 in the Software without restriction, including without limitation the rights
 to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
@@ -255,7 +255,7 @@ OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.`;
 
 /** A licence text as a DEP-5 paragraph body: each line indented, blank lines as " .". */
-function dep5Text(text: string): string {
+export function dep5Text(text: string): string {
   return text.trim().split('\n').map((l) => (l.trim() === '' ? ' .' : ` ${l.trimEnd()}`)).join('\n');
 }
 
@@ -273,7 +273,7 @@ function moduleLicence(name: string): { holder: string; text: string } {
 }
 
 /** "2025-2026": the first commit's year to the build's (SOURCE_DATE_EPOCH). */
-function copyrightYears(epoch: number): string {
+export function copyrightYears(epoch: number): string {
   const last = new Date(epoch * 1000).getUTCFullYear();
   let first = last;
   try {
@@ -347,7 +347,7 @@ function control(version: string, maintainer: string, installedSize: number, des
 // ---- staging ----
 
 /** Every file, folder and symlink under dir (relative paths, sorted), DEBIAN excluded. */
-function walk(dir: string, rel = ''): string[] {
+export function walk(dir: string, rel = ''): string[] {
   const out: string[] = [];
   for (const name of readdirSync(join(dir, rel)).sort()) {
     const r = rel ? `${rel}/${name}` : name;
