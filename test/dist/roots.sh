@@ -12,7 +12,9 @@
 #                                    fresh + exec + drop in one
 #   roots.sh versions RELEASE        the versions of the packages that matter, one "name version" a line
 #
-# RELEASE is bookworm (Debian 12) or trixie (Debian 13). Needs root, debootstrap, unshare, chroot.
+# RELEASE is bookworm (Debian 12) or trixie (Debian 13), or bookworm+dev / trixie+dev: the base root
+# plus a C toolchain and dovecot-dev (DEV_PACKAGES below), to build the CLIENTID login plugin
+# against the release's Dovecot. Needs root, debootstrap, unshare, chroot.
 # Environment: CIDLOCK_ROOTS_CACHE (default /var/cache/cidlock-test/roots), CIDLOCK_DEBIAN_MIRROR
 # (default http://deb.debian.org/debian), CIDLOCK_ROOTS_COPY (overlay | cp; default overlay, cp
 # when the kernel refuses the overlay mount).
@@ -29,13 +31,15 @@ RECIPE=1
 CACHE=${CIDLOCK_ROOTS_CACHE:-/var/cache/cidlock-test/roots}
 MIRROR=${CIDLOCK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES="nodejs dovecot-imapd dovecot-pop3d postfix openssl ca-certificates"
+DEV_RECIPE=1
+DEV_PACKAGES="dovecot-dev gcc make libc6-dev dpkg-dev binutils"
 
 die() { echo "roots.sh: $*" >&2; exit 1; }
 
 check_release() {
   case "$1" in
-    bookworm|trixie) ;;
-    *) die "unknown release '$1' (bookworm or trixie)" ;;
+    bookworm|trixie|bookworm+dev|trixie+dev) ;;
+    *) die "unknown release '$1' (bookworm, trixie, bookworm+dev or trixie+dev)" ;;
   esac
 }
 
@@ -46,6 +50,7 @@ root_name() {
 
 cmd_path() {
   check_release "$1"
+  case "$1" in *+dev) dev_path "${1%+dev}"; return ;; esac
   base="$CACHE/$(root_name "$1")"
   if [ ! -d "$base" ]; then
     mkdir -p "$CACHE"
@@ -89,6 +94,70 @@ EOF
   mv "$tmp.log" "$tmp/.cidlock-root-build.log"
   mv "$tmp" "$base"
   echo "roots.sh: built $base in $(( $(date +%s) - started )) s"
+}
+
+dev_path() {
+  plain=$(cmd_path "$1")
+  h=$(printf '%s\n' "$DEV_PACKAGES" "$DEV_RECIPE" | sha256sum | cut -c1-12)
+  dev="$plain-dev-$h"
+  if [ ! -d "$dev" ]; then
+    exec 9>"$CACHE/.lock-$1+dev"
+    flock 9
+    [ -d "$dev" ] || build_dev "$plain" "$dev" >&2
+    exec 9>&-
+  fi
+  echo "$dev"
+}
+
+build_dev() {
+  plain=$1 dev=$2
+  tmp="$dev.build-$$"
+  rm -rf "$tmp" "$tmp.log"
+  started=$(date +%s)
+  echo "roots.sh: building $dev (the base root plus $DEV_PACKAGES, about a minute)"
+  cp -a --reflink=auto "$plain" "$tmp"
+  rm -f "$tmp/.cidlock-root-build.log"
+  cp /etc/resolv.conf "$tmp/etc/resolv.conf" 2>/dev/null || true
+  # shellcheck disable=SC2016
+  if ! in_root "$tmp" sh -c '
+    set -e
+    export DEBIAN_FRONTEND=noninteractive
+    dpkg-query -W -f "\${Package} \${Version}\n" | sort >/tmp/before
+    core=$(dpkg-query -W -f "\${Version}" dovecot-core)
+    libc=$(dpkg-query -W -f "\${Version}" libc6)
+    pinned=""
+    for p in "$@"; do
+      case "$p" in
+        dovecot-dev) pinned="$pinned dovecot-dev=$core" ;;
+        libc6-dev) pinned="$pinned libc6-dev=$libc" ;;
+        *) pinned="$pinned $p" ;;
+      esac
+    done
+    if ! apt-get install -y -q --no-install-recommends $pinned; then
+      echo "roots.sh: the base root'"'"'s package lists are stale; apt-get update and again"
+      apt-get update -q
+      apt-get install -y -q --no-install-recommends $pinned
+    fi
+    apt-get clean
+    dpkg-query -W -f "\${Package} \${Version}\n" | sort >/tmp/after
+    changed=$(join /tmp/before /tmp/after | awk "\$2 != \$3")
+    if [ -n "$changed" ]; then
+      echo "roots.sh: installing the dev packages changed packages of the base root (package old new):"
+      echo "$changed"
+      echo "roots.sh: rebuild the base root (remove it) so that its versions are current"
+      exit 1
+    fi
+    rm -f /tmp/before /tmp/after
+  ' dev $DEV_PACKAGES >"$tmp.log" 2>&1; then
+    tail -n 30 "$tmp.log" >&2
+    rm -rf "$tmp"
+    die "installing $DEV_PACKAGES in a copy of $plain failed (log: $tmp.log)"
+  fi
+  in_root "$tmp" dpkg-query -W -f '${Package} ${Version}\n' $PACKAGES dovecot-core $DEV_PACKAGES >"$tmp/.cidlock-root-versions"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $(( $(date +%s) - started )) s from $plain plus $DEV_PACKAGES" >"$tmp/.cidlock-root-built"
+  mv "$tmp.log" "$tmp/.cidlock-root-build.log"
+  mv "$tmp" "$dev"
+  echo "roots.sh: built $dev in $(( $(date +%s) - started )) s"
 }
 
 # in_root ROOT [-b SRC:DST]... [--] CMD...: chroot into ROOT in a private mount namespace.
