@@ -1,49 +1,96 @@
 #!/bin/sh
-# The start of issue 12's distribution test: install a cidlock .deb into a fresh copy of a Debian
-# release's root (roots.sh: Debian's own nodejs, dovecot-imapd, dovecot-pop3d, postfix), check that
-# it runs, then remove and purge it and check what is left.
+# Issue 12's distribution test: a Debian administrator's whole path, in a fresh copy of a release's
+# root (roots.sh: Debian's own nodejs, dovecot-imapd, dovecot-pop3d, postfix).
 #
-#   test/dist/distribution.sh RELEASE PATH/TO/cidlock.deb
+#   test/dist/distribution.sh RELEASE PATH/TO/cidlock_*.deb [PATH/TO/cidlock-dovecot-clientid_*.deb]
 #
-# apt-get resolves the .deb's dependencies from the release (network, the cached root's lists).
-# The root's policy-rc.d keeps the package's service from starting (the servers' tests start private
-# instances). The last line is "N passed, N failed"; the exit status is non-zero on any failure.
-# Still to come: configure from `cidlock config dovecot|postfix` and run core e2e cases against
-# the release's servers (servers-check.sh shows how they run in the root).
+# 1. install: `apt-get install ./cidlock_*.deb` (and the plugin's package), with the root's
+#    policy-rc.d keeping services from starting;
+# 2. use (admin-e2e.js, on the release's node, in a private network namespace so the stock ports
+#    are free): the stock Dovecot and Postfix configured only with `cidlock config dovecot|postfix`
+#    as README says, cidlock started as its unit says, and the core cases against the real servers;
+# 3. remove and purge, and what is left.
+# Build first (npm run build; the .deb with npm run package). Each phase prints "N passed, N
+# failed"; the last line is their sum, and the exit status is non-zero on any failure.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-release=${1:?usage: distribution.sh RELEASE DEB}
-deb=${2:?usage: distribution.sh RELEASE DEB}
-[ -f "$deb" ] || { echo "distribution.sh: no such file: $deb"; echo "0 passed, 1 failed"; exit 1; }
+checkout=$(cd "$here/../.." && pwd)
+release=${1:?usage: distribution.sh RELEASE DEB [PLUGIN_DEB]}
+deb=${2:?usage: distribution.sh RELEASE DEB [PLUGIN_DEB]}
+plugin=${3:-}
+e2e="$checkout/dist/test/dist/admin-e2e.js"
+for f in "$deb" ${plugin:+"$plugin"} "$e2e"; do
+  [ -f "$f" ] || { echo "distribution.sh: no such file: $f (build first)"; echo "0 passed, 1 failed"; exit 1; }
+done
 
+total_passed=0 total_failed=0
+# phase NAME CMD...: runs CMD, shows its output as it comes, adds up its last "N passed, N failed".
+phase() {
+  name=$1; shift
+  t0=$(date +%s)
+  log=$(mktemp)
+  { "$@" 2>&1; echo "$?" >"$log.rc"; } | tee "$log" | grep -v ' passed, .* failed$' || true
+  rc=$(cat "$log.rc")
+  line=$(tail -n 1 "$log")
+  rm -f "$log" "$log.rc"
+  case "$line" in
+    *" passed, "*" failed") p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed} ;;
+    *) p=0 f=1; echo "FAIL $name ended without a count (exit $rc)" ;;
+  esac
+  [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && { f=1; echo "FAIL $name: exit $rc"; }
+  total_passed=$((total_passed + p)) total_failed=$((total_failed + f))
+  echo "note $name: $p passed, $f failed in $(( $(date +%s) - t0 )) s"
+}
+
+started=$(date +%s)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/cidlock-root-$release.XXXXXX")
 trap '"$here/roots.sh" drop "$dir"' EXIT INT TERM
 root=$("$here/roots.sh" fresh "$release" "$dir")
-mkdir -p "$root/tmp/deb"
-cp "$deb" "$root/tmp/deb/"
+mkdir -p "$root/tmp/deb" "$root/tmp/e2e"
+cp "$deb" ${plugin:+"$plugin"} "$root/tmp/deb/"
+cp "$e2e" "$root/tmp/e2e/admin-e2e.mjs"
+debs=$(cd "$root/tmp/deb" && ls | sed 's|^|/tmp/deb/|' | tr '\n' ' ')
 
-"$here/roots.sh" exec "$dir" sh -s "/tmp/deb/$(basename "$deb")" <<'EOF'
-deb=$1
+phase install "$here/roots.sh" exec "$dir" sh -s $debs <<'EOF'
 export DEBIAN_FRONTEND=noninteractive
 passed=0 failed=0
 ok() { passed=$((passed + 1)); echo "ok   $1"; }
 bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
-echo "Debian $(cat /etc/debian_version), node $(node --version), package $(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)"
-pkg=$(dpkg-deb -f "$deb" Package)
-
-if out=$(apt-get install -y -q "$deb" 2>&1); then ok "apt-get install $deb"; else bad "apt-get install" "$out"; fi
+echo "Debian $(cat /etc/debian_version), node $(node --version)"
+for d in "$@"; do echo "note $(dpkg-deb -f "$d" Package) $(dpkg-deb -f "$d" Version) ($(dpkg-deb -f "$d" Architecture)), depends: $(dpkg-deb -f "$d" Depends)"; done
+if out=$(apt-get install -y -q "$@" 2>&1); then ok "apt-get install $*"; else bad "apt-get install" "$out"; fi
 v=$(cidlock --version 2>&1) && ok "cidlock --version: $v" || bad "cidlock --version" "$v"
-files=$(dpkg -L "$pkg" 2>/dev/null | wc -l)
-echo "note $pkg installs $files paths; conffiles: $(dpkg-query -W -f '${Conffiles}' "$pkg" 2>/dev/null | awk '{print $1}' | tr '\n' ' ')"
-
-if out=$(apt-get remove -y -q "$pkg" 2>&1); then ok "apt-get remove $pkg"; else bad "apt-get remove" "$out"; fi
-command -v cidlock >/dev/null 2>&1 && bad "cidlock still on PATH after remove" || ok "cidlock gone from PATH after remove"
-# dpkg, not apt-get: apt no longer knows a local package that left no conffiles behind.
-if out=$(dpkg --purge "$pkg" 2>&1); then ok "dpkg --purge $pkg"; else bad "dpkg --purge" "$out"; fi
-st=$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)
-[ -z "$st" ] || [ "$st" = not-installed ] && ok "dpkg: $pkg not installed after purge" || bad "dpkg status after purge: $st"
-left=$(ls -d /etc/cidlock /var/lib/cidlock /usr/lib/cidlock /opt/cidlock 2>/dev/null)
-[ -z "$left" ] && ok "nothing left in /etc/cidlock, /var/lib/cidlock, /usr/lib/cidlock, /opt/cidlock" || bad "left after purge: $left"
+man -w cidlock >/dev/null 2>&1 || [ -f /usr/share/man/man1/cidlock.1.gz ] && ok "man page cidlock(1) installed" || bad "no cidlock(1) man page"
 echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
 EOF
+
+# The root's own network namespace: only its loopback, so Dovecot's and Postfix's stock ports
+# (993, 995, 587, 25) and cidlock's (8425, 8426) cannot meet the host's or another test's.
+# shellcheck disable=SC2016
+phase use timeout 900 unshare --net sh -c 'ip link set lo up && exec "$@"' sh "$here/roots.sh" exec "$dir" node /tmp/e2e/admin-e2e.mjs
+
+phase purge "$here/roots.sh" exec "$dir" sh -s <<'EOF'
+export DEBIAN_FRONTEND=noninteractive
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
+pkgs=$(dpkg-query -W -f '${Package}\n' 'cidlock*' 2>/dev/null | sort -r | tr '\n' ' ')
+if out=$(apt-get remove -y -q $pkgs 2>&1); then ok "apt-get remove $pkgs"; else bad "apt-get remove" "$out"; fi
+command -v cidlock >/dev/null 2>&1 && bad "cidlock still on PATH after remove" || ok "cidlock gone from PATH after remove"
+[ -d /var/lib/cidlock ] && ok "remove keeps the registry (/var/lib/cidlock) for a reinstall" || bad "remove deleted /var/lib/cidlock"
+# dpkg, not apt-get: apt no longer knows a local package that left no conffiles behind.
+if out=$(dpkg --purge $pkgs 2>&1); then ok "dpkg --purge $pkgs"; else bad "dpkg --purge" "$out"; fi
+for p in $pkgs; do
+  st=$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null)
+  [ -z "$st" ] || [ "$st" = not-installed ] || bad "dpkg status of $p after purge: $st"
+done
+left=$(ls -d /etc/cidlock /var/lib/cidlock /usr/lib/cidlock /var/spool/postfix/cidlock /run/cidlock /usr/lib/dovecot/modules/login/lib20_cidlock_clientid_plugin.so 2>/dev/null)
+[ -z "$left" ] && ok "purge left none of the package's paths (/etc/cidlock, /var/lib/cidlock, /usr/lib/cidlock, the socket folder, the plugin)" || bad "left after purge: $left"
+getent passwd cidlock >/dev/null && echo "note the cidlock system user stays after purge (Debian policy: its uid may own files elsewhere)"
+echo "note the administrator's own files stay: $(ls /etc/dovecot/private/cidlock.conf /etc/dovecot/conf.d/95-cidlock.conf /etc/dovecot/conf.d/91-postfix-auth.conf /root/cidlock-postfix.sh 2>/dev/null | tr '\n' ' ')"
+echo "$passed passed, $failed failed"
+EOF
+
+echo "note distribution test on $release: $(( $(date +%s) - started )) s in all"
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
