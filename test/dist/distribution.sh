@@ -9,7 +9,9 @@
 # 2. use (admin-e2e.js, on the release's node, in a private network namespace so the stock ports
 #    are free): the stock Dovecot and Postfix configured only with `cidlock config dovecot|postfix`
 #    as README says, cidlock started as its unit says, and the core cases against the real servers;
-# 3. remove and purge, and what is left.
+# 3. upgrade: the same package with "+1" on its version over it; the rules (changed by the
+#    administrator) and the registry are kept;
+# 4. remove and purge, and what is left.
 # Build first (npm run build; the .deb with npm run package). Each phase prints "N passed, N
 # failed"; the last line is their sum, and the exit status is non-zero on any failure.
 set -eu
@@ -50,6 +52,14 @@ mkdir -p "$root/tmp/deb" "$root/tmp/e2e"
 cp "$deb" ${plugin:+"$plugin"} "$root/tmp/deb/"
 cp "$e2e" "$root/tmp/e2e/admin-e2e.mjs"
 debs=$(cd "$root/tmp/deb" && ls | sed 's|^|/tmp/deb/|' | tr '\n' ' ')
+# The next version of the same package, for the upgrade: the .deb repacked with "+1" on its version.
+next=$(mktemp -d)
+dpkg-deb -R "$deb" "$next/pkg"
+version=$(dpkg-deb -f "$deb" Version)
+sed -i "s/^Version: .*/Version: $version+1/" "$next/pkg/DEBIAN/control"
+mkdir -p "$root/tmp/next"
+dpkg-deb --root-owner-group -Zxz -b "$next/pkg" "$root/tmp/next/cidlock_${version}+1_all.deb" >/dev/null
+rm -rf "$next"
 
 phase install "$here/roots.sh" exec "$dir" sh -s $debs <<'EOF'
 export DEBIAN_FRONTEND=noninteractive
@@ -68,6 +78,28 @@ EOF
 # (993, 995, 587, 25) and cidlock's (8425, 8426) cannot meet the host's or another test's.
 # shellcheck disable=SC2016
 phase use timeout 900 unshare --net sh -c 'ip link set lo up && exec "$@"' sh "$here/roots.sh" exec "$dir" node /tmp/e2e/admin-e2e.mjs
+
+phase upgrade "$here/roots.sh" exec "$dir" sh -s <<'EOF'
+export DEBIAN_FRONTEND=noninteractive
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
+new=$(ls /tmp/next/*.deb)
+echo '# a local change the upgrade must keep' >>/etc/cidlock/cidlock.yaml
+before=$(cidlock devices list --json | sort)
+[ -n "$before" ] || bad "no devices registered before the upgrade"
+if out=$(apt-get install -y -q "$new" 2>&1); then ok "apt-get install $new (upgrade from $(dpkg-deb -f "$(ls /tmp/deb/cidlock_*_all.deb)" Version))"; else bad "upgrade" "$out"; fi
+v=$(dpkg-query -W -f '${Version}' cidlock)
+[ "$v" = "$(dpkg-deb -f "$new" Version)" ] && ok "cidlock $v installed" || bad "installed version $v"
+grep -q '^# a local change the upgrade must keep$' /etc/cidlock/cidlock.yaml && ok "the administrator's rules kept (conffile)" || bad "the rules' local change is gone"
+[ "$(stat -c '%a %U:%G' /etc/cidlock/cidlock.yaml)" = "640 root:cidlock" ] && ok "rules still 0640 root:cidlock" || bad "rules: $(stat -c '%a %U:%G' /etc/cidlock/cidlock.yaml)"
+after=$(cidlock devices list --json | sort)
+[ "$before" = "$after" ] && ok "the registry kept: $(printf '%s\n' "$after" | wc -l) devices" || bad "the registry changed" "before: $before
+after: $after"
+foreign=$(find /var/lib/cidlock ! -user cidlock)
+[ -z "$foreign" ] && ok "state_dir still all cidlock's" || bad "state files not cidlock's: $foreign"
+echo "$passed passed, $failed failed"
+EOF
 
 phase purge "$here/roots.sh" exec "$dir" sh -s <<'EOF'
 export DEBIAN_FRONTEND=noninteractive
