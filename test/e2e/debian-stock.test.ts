@@ -252,11 +252,11 @@ const HOST_ONLY: RegExp[] = [
   /^editor /, /^install -m 644 .*\/etc\/systemd\//, /^systemctl /, /^doveadm reload$/, /^postfix reload$/, /^less /,
 ];
 
-/** The shell lines of the README's "Install on Debian 12" section; a heredoc stays one command. */
+/** The shell lines of the README's "Install from source on Debian" section; a heredoc stays one command. */
 function readmeInstallCommands(): string[] {
   const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-  const start = readme.indexOf('### Install on Debian 12\n');
-  assert.ok(start >= 0, 'README has an "Install on Debian 12" section');
+  const start = readme.indexOf('### Install from source on Debian\n');
+  assert.ok(start >= 0, 'README has an "Install from source on Debian" section');
   const section = readme.slice(start, readme.indexOf('\n## ', start));
   const commands: string[] = [];
   for (const block of section.matchAll(/```sh\n([\s\S]*?)```/g)) {
@@ -274,7 +274,7 @@ function readmeInstallCommands(): string[] {
   return commands;
 }
 
-check('the README\'s Install on Debian 12 steps, followed on stock copies: Dovecot and Postfix accept the result without a warning', () => {
+check('the README\'s Install from source on Debian steps, followed on stock copies: Dovecot and Postfix accept the result without a warning', () => {
   const etc = stockPostfix();
   const conf = stockDovecot();
   const cfg = rulesFile();
