@@ -71,6 +71,8 @@ for d in "$@"; do echo "note $(dpkg-deb -f "$d" Package) $(dpkg-deb -f "$d" Vers
 if out=$(apt-get install -y -q "$@" 2>&1); then ok "apt-get install $*"; else bad "apt-get install" "$out"; fi
 v=$(cidlock --version 2>&1) && ok "cidlock --version: $v" || bad "cidlock --version" "$v"
 man -w cidlock >/dev/null 2>&1 || [ -f /usr/share/man/man1/cidlock.1.gz ] && ok "man page cidlock(1) installed" || bad "no cidlock(1) man page"
+# No systemd runs in the root: postinst enables the unit (deb-systemd-helper) and starts nothing.
+[ -L /etc/systemd/system/multi-user.target.wants/cidlock.service ] && ok "cidlock.service enabled (multi-user.target.wants)" || bad "cidlock.service not enabled"
 echo "$passed passed, $failed failed"
 EOF
 
@@ -118,6 +120,7 @@ for p in $pkgs; do
 done
 left=$(ls -d /etc/cidlock /var/lib/cidlock /usr/lib/cidlock /var/spool/postfix/cidlock /run/cidlock /usr/lib/dovecot/modules/login/lib20_cidlock_clientid_plugin.so 2>/dev/null)
 [ -z "$left" ] && ok "purge left none of the package's paths (/etc/cidlock, /var/lib/cidlock, /usr/lib/cidlock, the socket folder, the plugin)" || bad "left after purge: $left"
+[ -e /etc/systemd/system/multi-user.target.wants/cidlock.service ] && bad "cidlock.service still enabled after purge" || ok "cidlock.service no longer enabled after purge"
 getent passwd cidlock >/dev/null && echo "note the cidlock system user stays after purge (Debian policy: its uid may own files elsewhere)"
 echo "note the administrator's own files stay: $(ls /etc/dovecot/private/cidlock.conf /etc/dovecot/conf.d/95-cidlock.conf /etc/dovecot/conf.d/91-postfix-auth.conf /root/cidlock-postfix.sh 2>/dev/null | tr '\n' ' ')"
 echo "$passed passed, $failed failed"
