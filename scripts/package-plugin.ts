@@ -21,17 +21,13 @@
  * (`cidlock config dovecot --clientid` prints those lines).
  */
 import { execFileSync } from 'node:child_process';
-import {
-  chmodSync, existsSync, lstatSync, lutimesSync, mkdirSync, mkdtempSync, readFileSync, readdirSync,
-  rmSync, statSync, writeFileSync,
-} from 'node:fs';
-import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  DEFAULT_MAINTAINER, MIT, REPO_ROOT, copyrightYears, debianVersion, dep5Text, gitRevision, gz, put,
-  sourceDateEpoch, walk,
+  MIT, REPO_ROOT, copyrightYears, debMaintainer, debianVersion, dep5Text, gitRevision, gz, packageArgs, put,
+  sealDeb, sourceDateEpoch,
 } from './package.js';
 
 export const PLUGIN_PKG = 'cidlock-dovecot-clientid';
@@ -194,8 +190,7 @@ export function buildPluginDeb(opts: PluginBuildOptions = {}): PluginBuildResult
   const outDir = opts.outDir ?? join(REPO_ROOT, 'dist');
   const epoch = opts.sourceDateEpoch ?? sourceDateEpoch();
   const env = process.env;
-  const maintainer = opts.maintainer ?? env.DEB_MAINTAINER
-    ?? (env.DEBFULLNAME && env.DEBEMAIL ? `${env.DEBFULLNAME} <${env.DEBEMAIL}>` : DEFAULT_MAINTAINER);
+  const maintainer = debMaintainer(opts.maintainer);
   const rootPkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version?: string };
   const upstream = String(rootPkg.version);
   const os = osRelease(readFileSync(existsSync('/etc/os-release') ? '/etc/os-release' : '/usr/lib/os-release', 'utf8'));
@@ -235,34 +230,9 @@ export function buildPluginDeb(opts: PluginBuildOptions = {}): PluginBuildResult
     put(root, `${DOC}/changelog.Debian.gz`, gz(changelog(version, upstream, dovecot, distribution, maintainer, epoch)));
     put(root, `${DOC}/README.md.gz`, gz(readFileSync(join(SRC, 'README.md'))));
 
-    const entries = walk(root);
-    let kib = 0;
-    const sums: string[] = [];
-    for (const r of entries) {
-      const st = lstatSync(join(root, r));
-      if (st.isFile()) {
-        kib += Math.ceil(st.size / 1024);
-        sums.push(`${createHash('md5').update(readFileSync(join(root, r))).digest('hex')}  ${r}`);
-      } else {
-        kib += 1;
-      }
-    }
-    put(root, 'DEBIAN/md5sums', `${sums.join('\n')}\n`);
-    put(root, 'DEBIAN/control', control({ version, arch, maintainer, installedSize: kib, depends, dovecot }));
-
-    for (const r of [...walk(root), 'DEBIAN', ...readdirSync(join(root, 'DEBIAN')).map((f) => `DEBIAN/${f}`)]) {
-      const full = join(root, r);
-      if (lstatSync(full).isDirectory()) chmodSync(full, 0o755);
-      lutimesSync(full, epoch, epoch);
-    }
-    lutimesSync(root, epoch, epoch);
-
-    mkdirSync(outDir, { recursive: true });
     const deb = join(outDir, `${PLUGIN_PKG}_${version.replace(/^\d+:/, '')}_${arch}.deb`);
-    run('dpkg-deb', ['--root-owner-group', '-Zxz', '--build', root, deb], { env: { ...env, SOURCE_DATE_EPOCH: String(epoch) } });
-    const result: PluginBuildResult = {
-      deb, version, arch, dovecotCore: dovecot, depends, installedSizeKiB: kib, bytes: statSync(deb).size,
-    };
+    const sealed = sealDeb(root, deb, epoch, (kib) => control({ version, arch, maintainer, installedSize: kib, depends, dovecot }));
+    const result: PluginBuildResult = { deb, version, arch, dovecotCore: dovecot, depends, ...sealed };
     if (opts.keepStage) result.stage = root;
     return result;
   } finally {
@@ -272,16 +242,7 @@ export function buildPluginDeb(opts: PluginBuildOptions = {}): PluginBuildResult
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const args = process.argv.slice(2);
-  const opts: PluginBuildOptions = {};
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--out' && args[i + 1]) opts.outDir = args[++i]!;
-    else if (args[i] === '--keep-stage') opts.keepStage = true;
-    else {
-      process.stderr.write('usage: node dist/scripts/package-plugin.js [--out DIR] [--keep-stage]\n');
-      process.exit(2);
-    }
-  }
+  const opts: PluginBuildOptions = packageArgs(process.argv.slice(2), 'package-plugin.js');
   const t0 = Date.now();
   try {
     const r = buildPluginDeb(opts);

@@ -54,7 +54,7 @@ export interface BuildResult {
 
 /** The example folders shipped in /usr/share/doc/cidlock/examples. */
 const EXAMPLE_DIRS = ['dovecot', 'grafana', 'postfix'];
-export const DEFAULT_MAINTAINER = 'cidlock maintainers <maintainers@cidlock.invalid>';
+const DEFAULT_MAINTAINER = 'cidlock maintainers <maintainers@cidlock.invalid>';
 const PKG = 'cidlock';
 const LIB = 'usr/lib/cidlock';
 const DOC = 'usr/share/doc/cidlock';
@@ -347,7 +347,7 @@ function control(version: string, maintainer: string, installedSize: number, des
 // ---- staging ----
 
 /** Every file, folder and symlink under dir (relative paths, sorted), DEBIAN excluded. */
-export function walk(dir: string, rel = ''): string[] {
+function walk(dir: string, rel = ''): string[] {
   const out: string[] = [];
   for (const name of readdirSync(join(dir, rel)).sort()) {
     const r = rel ? `${rel}/${name}` : name;
@@ -359,12 +359,64 @@ export function walk(dir: string, rel = ''): string[] {
   return out;
 }
 
+/** The Maintainer: the option, else $DEB_MAINTAINER, else "$DEBFULLNAME <$DEBEMAIL>", else a placeholder. */
+export function debMaintainer(given?: string): string {
+  const env = process.env;
+  return given ?? env.DEB_MAINTAINER ?? (env.DEBFULLNAME && env.DEBEMAIL ? `${env.DEBFULLNAME} <${env.DEBEMAIL}>` : DEFAULT_MAINTAINER);
+}
+
+/**
+ * Finishes a staged package tree and builds `deb` from it: DEBIAN/md5sums (not of conffiles under
+ * etc/, as dh_md5sums), Installed-Size as dpkg-gencontrol counts it, DEBIAN/control from
+ * `control(kib)`, folders 0755 and every time stamp SOURCE_DATE_EPOCH, so the same input gives the
+ * same bytes.
+ */
+export function sealDeb(root: string, deb: string, epoch: number, control: (installedSizeKiB: number) => string): { installedSizeKiB: number; bytes: number } {
+  let kib = 0;
+  const sums: string[] = [];
+  for (const r of walk(root)) {
+    const st = lstatSync(join(root, r));
+    if (st.isFile()) {
+      kib += Math.ceil(st.size / 1024);
+      if (!r.startsWith('etc/')) sums.push(`${createHash('md5').update(readFileSync(join(root, r))).digest('hex')}  ${r}`);
+    } else {
+      kib += 1; // as dpkg-gencontrol counts folders and symlinks
+    }
+  }
+  put(root, 'DEBIAN/md5sums', `${sums.join('\n')}\n`);
+  put(root, 'DEBIAN/control', control(kib));
+  for (const r of [...walk(root), 'DEBIAN', ...readdirSync(join(root, 'DEBIAN')).map((f) => `DEBIAN/${f}`)]) {
+    const full = join(root, r);
+    if (lstatSync(full).isDirectory()) chmodSync(full, 0o755);
+    lutimesSync(full, epoch, epoch);
+  }
+  lutimesSync(root, epoch, epoch);
+  mkdirSync(dirname(deb), { recursive: true });
+  execFileSync('dpkg-deb', ['--root-owner-group', '-Zxz', '--build', root, deb], {
+    env: { ...process.env, SOURCE_DATE_EPOCH: String(epoch) },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  return { installedSizeKiB: kib, bytes: statSync(deb).size };
+}
+
+/** The command line of both packaging scripts: [--out DIR] [--keep-stage]; exits 2 on anything else. */
+export function packageArgs(argv: string[], script: string): { outDir?: string; keepStage?: boolean } {
+  const opts: { outDir?: string; keepStage?: boolean } = {};
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--out' && argv[i + 1]) opts.outDir = argv[++i]!;
+    else if (argv[i] === '--keep-stage') opts.keepStage = true;
+    else {
+      process.stderr.write(`usage: node dist/scripts/${script} [--out DIR] [--keep-stage]\n`);
+      process.exit(2);
+    }
+  }
+  return opts;
+}
+
 export function buildDeb(opts: BuildOptions = {}): BuildResult {
   const outDir = opts.outDir ?? join(REPO_ROOT, 'dist');
   const epoch = opts.sourceDateEpoch ?? sourceDateEpoch();
-  const env = process.env;
-  const maintainer = opts.maintainer ?? env.DEB_MAINTAINER
-    ?? (env.DEBFULLNAME && env.DEBEMAIL ? `${env.DEBFULLNAME} <${env.DEBEMAIL}>` : DEFAULT_MAINTAINER);
+  const maintainer = debMaintainer(opts.maintainer);
   const rootPkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as NpmPackage & Record<string, unknown>;
   const upstream = String(rootPkg.version);
   const version = debianVersion(upstream, opts.revision ?? process.env.DEB_REVISION ?? '1');
@@ -418,43 +470,14 @@ export function buildDeb(opts: BuildOptions = {}): BuildResult {
         ? !EXAMPLE_DIRS.includes(rel.split('/')[0]!)
         : rel === 'dev.yaml' || rel === 'cidlock.service' || !/\.(ya?ml|conf|json|cf|sh)$/.test(rel));
 
-    // DEBIAN/: maintainer scripts, conffiles, md5sums, control.
-    const debian = join(root, 'DEBIAN');
+    // DEBIAN/: maintainer scripts, conffiles; sealDeb adds md5sums and control.
     for (const s of ['postinst', 'prerm', 'postrm']) {
       put(root, `DEBIAN/${s}`, readFileSync(join(REPO_ROOT, 'packaging', 'debian', s)), 0o755);
     }
     put(root, 'DEBIAN/conffiles', `${CONFFILE}\n`);
-    const entries = walk(root);
-    let kib = 0;
-    const sums: string[] = [];
-    for (const r of entries) {
-      const st = lstatSync(join(root, r));
-      if (st.isFile()) {
-        kib += Math.ceil(st.size / 1024);
-        if (!r.startsWith('etc/')) sums.push(`${createHash('md5').update(readFileSync(join(root, r))).digest('hex')}  ${r}`);
-      } else {
-        kib += 1; // as dpkg-gencontrol counts folders and symlinks
-      }
-    }
-    put(root, 'DEBIAN/md5sums', `${sums.join('\n')}\n`);
-    put(root, 'DEBIAN/control', control(version, maintainer, kib, String(rootPkg.description ?? 'cidlock')));
-
-    // Modes and times: folders 0755, files as set above, all stamped with SOURCE_DATE_EPOCH.
-    for (const r of [...walk(root), 'DEBIAN', ...readdirSync(debian).map((f) => `DEBIAN/${f}`)]) {
-      const full = join(root, r);
-      const st = lstatSync(full);
-      if (st.isDirectory()) chmodSync(full, 0o755);
-      lutimesSync(full, epoch, epoch);
-    }
-    lutimesSync(root, epoch, epoch);
-
-    mkdirSync(outDir, { recursive: true });
     const deb = join(outDir, `${PKG}_${version.replace(/^\d+:/, '')}_all.deb`);
-    execFileSync('dpkg-deb', ['--root-owner-group', '-Zxz', '--build', root, deb], {
-      env: { ...process.env, SOURCE_DATE_EPOCH: String(epoch) },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
-    const result: BuildResult = { deb, version, installedSizeKiB: kib, bytes: statSync(deb).size };
+    const sealed = sealDeb(root, deb, epoch, (kib) => control(version, maintainer, kib, String(rootPkg.description ?? 'cidlock')));
+    const result: BuildResult = { deb, version, ...sealed };
     if (opts.keepStage) result.stage = root;
     return result;
   } finally {
@@ -463,16 +486,7 @@ export function buildDeb(opts: BuildOptions = {}): BuildResult {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const args = process.argv.slice(2);
-  const opts: BuildOptions = {};
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--out' && args[i + 1]) opts.outDir = args[++i]!;
-    else if (args[i] === '--keep-stage') opts.keepStage = true;
-    else {
-      process.stderr.write('usage: node dist/scripts/package.js [--out DIR] [--keep-stage]\n');
-      process.exit(2);
-    }
-  }
+  const opts: BuildOptions = packageArgs(process.argv.slice(2), 'package.js');
   const t0 = Date.now();
   const r = buildDeb(opts);
   process.stdout.write(`${relative(process.cwd(), r.deb) || r.deb}: ${r.version}, ${r.bytes} bytes, Installed-Size ${r.installedSizeKiB} KiB, ${Date.now() - t0} ms${r.stage ? `, staged in ${r.stage}` : ''}\n`);
