@@ -206,16 +206,18 @@ service pop3-login {
     port = 0
   }
 }"
-dv=$(dovecot --version)
-case "$dv" in
-  2.3.*)
-    cat >$d/dovecot.conf <<CONF
-base_dir = $d/run
+# What both syntaxes share: a private base, state and log, loopback only, TLS.
+common="base_dir = $d/run
 state_dir = $d/state
 log_path = $d/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = yes
+ssl = yes"
+dv=$(dovecot --version)
+case "$dv" in
+  2.3.*)
+    cat >$d/dovecot.conf <<CONF
+$common
 ssl_cert = <$d/server.pem
 ssl_key = <$d/server.key
 auth_mechanisms = plain
@@ -238,12 +240,7 @@ CONF
     cat >$d/dovecot.conf <<CONF
 dovecot_config_version = ${dv%%[- ]*}
 dovecot_storage_version = ${dv%%[- ]*}
-base_dir = $d/run
-state_dir = $d/state
-log_path = $d/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = yes
+$common
 ssl_server_cert_file = $d/server.pem
 ssl_server_key_file = $d/server.key
 auth_mechanisms = plain

@@ -52,15 +52,21 @@ cmd_path() {
   check_release "$1"
   case "$1" in *+dev) dev_path "${1%+dev}"; return ;; esac
   base="$CACHE/$(root_name "$1")"
-  if [ ! -d "$base" ]; then
+  cached "$base" "$1" build "$1" "$base"
+}
+
+# cached DIR LOCK CMD...: prints DIR, built first by CMD (which builds aside and renames into
+# place) when missing. One build per LOCK at a time; the loser of the race finds DIR built.
+cached() {
+  c_dir=$1 c_lock=$2; shift 2
+  if [ ! -d "$c_dir" ]; then
     mkdir -p "$CACHE"
-    # One build per release at a time; the loser of the race finds the root built.
-    exec 9>"$CACHE/.lock-$1"
+    exec 9>"$CACHE/.lock-$c_lock"
     flock 9
-    [ -d "$base" ] || build "$1" "$base" >&2
+    [ -d "$c_dir" ] || "$@" >&2
     exec 9>&-
   fi
-  echo "$base"
+  echo "$c_dir"
 }
 
 build() {
@@ -100,13 +106,7 @@ dev_path() {
   plain=$(cmd_path "$1")
   h=$(printf '%s\n' "$DEV_PACKAGES" "$DEV_RECIPE" | sha256sum | cut -c1-12)
   dev="$plain-dev-$h"
-  if [ ! -d "$dev" ]; then
-    exec 9>"$CACHE/.lock-$1+dev"
-    flock 9
-    [ -d "$dev" ] || build_dev "$plain" "$dev" >&2
-    exec 9>&-
-  fi
-  echo "$dev"
+  cached "$dev" "$1+dev" build_dev "$plain" "$dev"
 }
 
 build_dev() {

@@ -83,32 +83,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $d/
 chmod 644 $d/server.key
 echo 'alice@example.com:{PLAIN}secret::::::' >$d/users
 imap=$(freeport) pop3=$(freeport)
-case "$(dovecot --version)" in
-  2.3.*)
-    snippet=$(node bin/cidlock config dovecot -c $t/cidlock.yaml)
-    cat >$d/dovecot.conf <<CONF
-base_dir = $d/run
-state_dir = $d/state
-log_path = $d/dovecot.log
-protocols = imap pop3
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <$d/server.pem
-ssl_key = <$d/server.key
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_verbose = yes
-auth_cache_size = 0
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN $d/users
-}
-userdb {
-  driver = static
-  args = uid=65534 gid=65534 home=$d/home/%u
-}
-mail_location = maildir:~/Maildir
-service imap-login {
+# The same in both syntaxes: private ports, no implicit TLS, the SASL socket Postfix uses below.
+services="service imap-login {
   inet_listener imap {
     port = $imap
   }
@@ -128,7 +104,35 @@ service auth {
   unix_listener $d/auth-sasl {
     mode = 0666
   }
+}"
+# What both syntaxes share: a private base, state and log, loopback only, TLS.
+common="base_dir = $d/run
+state_dir = $d/state
+log_path = $d/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = yes"
+case "$(dovecot --version)" in
+  2.3.*)
+    snippet=$(node bin/cidlock config dovecot -c $t/cidlock.yaml)
+    cat >$d/dovecot.conf <<CONF
+$common
+ssl_cert = <$d/server.pem
+ssl_key = <$d/server.key
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_cache_size = 0
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN $d/users
 }
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=$d/home/%u
+}
+mail_location = maildir:~/Maildir
+$services
 $snippet
 CONF
     ;;
@@ -139,12 +143,7 @@ CONF
     cat >$d/dovecot.conf <<CONF
 dovecot_config_version = $(dovecot --version | sed 's/[- ].*//')
 dovecot_storage_version = $(dovecot --version | sed 's/[- ].*//')
-base_dir = $d/run
-state_dir = $d/state
-log_path = $d/dovecot.log
-protocols = imap pop3
-listen = 127.0.0.1
-ssl = yes
+$common
 ssl_server_cert_file = $d/server.pem
 ssl_server_key_file = $d/server.key
 auth_allow_cleartext = yes
@@ -164,27 +163,7 @@ userdb static {
 }
 mail_driver = maildir
 mail_path = ~/Maildir
-service imap-login {
-  inet_listener imap {
-    port = $imap
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    port = $pop3
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service auth {
-  unix_listener $d/auth-sasl {
-    mode = 0666
-  }
-}
+$services
 $snippet
 CONF
     ;;
