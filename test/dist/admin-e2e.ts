@@ -12,6 +12,7 @@ import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs
 import { get } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import { pathToFileURL } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 
 const RULES = '/etc/cidlock/cidlock.yaml';
@@ -226,13 +227,16 @@ async function smtpAuth(from: string, user: string, password: string): Promise<{
 
 /**
  * The shell commands of each ```sh block in a README section, comments dropped; a heredoc stays
- * one command (the same reading as test/e2e/debian-stock.test.ts gives the source install).
+ * one command. test/e2e/debian-stock.test.ts reads the source install with it too.
  */
-function readmeBlocks(readme: string, title: string): string[][] {
+export function readmeBlocks(readme: string, title: string): string[][] {
   const start = readme.indexOf(`${title}\n`);
   assert(start >= 0, `README has no "${title}" section`);
-  const end = readme.indexOf('\n### ', start + title.length);
-  const section = readme.slice(start, end < 0 ? undefined : end);
+  // The section ends at the next heading of its level or above ("# " starts comments in the sh
+  // blocks, and only the README's title is a level-1 heading).
+  const level = /^#+/.exec(title)![0].length;
+  const next = new RegExp(`\n#{2,${level}} `).exec(readme.slice(start + title.length));
+  const section = readme.slice(start, next === null ? undefined : start + title.length + next.index);
   return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((block) => {
     const lines = block[1]!.split('\n');
     const commands: string[] = [];
@@ -461,8 +465,11 @@ async function main(): Promise<void> {
   process.exit(failed === 0 ? 0 : 1);
 }
 
-main().catch((err) => {
-  console.log(`FAIL ${(err as Error).stack ?? String(err)}`);
-  console.log(`${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-});
+// Run, not imported (debian-stock.test.ts imports readmeBlocks).
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err) => {
+    console.log(`FAIL ${(err as Error).stack ?? String(err)}`);
+    console.log(`${passed} passed, ${failed + 1} failed`);
+    process.exit(1);
+  });
+}

@@ -9,6 +9,7 @@ import { appendFileSync, chmodSync, chownSync, copyFileSync, cpSync, existsSync,
 import { join } from 'node:path';
 import { POSTFIX_SOCKET_DIR } from '../../src/core/rules/load.js';
 import { CIDLOCK, cidlock } from '../helpers/cli.js';
+import { readmeBlocks } from '../dist/admin-e2e.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/tmp.js';
 import { requireTools } from './harness.js';
@@ -254,24 +255,7 @@ const HOST_ONLY: RegExp[] = [
 
 /** The shell lines of the README's "Install from source on Debian" section; a heredoc stays one command. */
 function readmeInstallCommands(): string[] {
-  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
-  const start = readme.indexOf('### Install from source on Debian\n');
-  assert.ok(start >= 0, 'README has an "Install from source on Debian" section');
-  const section = readme.slice(start, readme.indexOf('\n## ', start));
-  const commands: string[] = [];
-  for (const block of section.matchAll(/```sh\n([\s\S]*?)```/g)) {
-    const lines = block[1]!.split('\n');
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!.replace(/\s+#.*$/, '');
-      if (line === '' || line.startsWith('#')) continue;
-      const heredoc = /<<'(\w+)'$/.exec(line);
-      if (heredoc === null) { commands.push(line); continue; }
-      const end = lines.indexOf(heredoc[1]!, i);
-      commands.push(lines.slice(i, end + 1).join('\n'));
-      i = end;
-    }
-  }
-  return commands;
+  return readmeBlocks(readFileSync(join(repoRoot, 'README.md'), 'utf8'), '### Install from source on Debian').flat();
 }
 
 check('the README\'s Install from source on Debian steps, followed on stock copies: Dovecot and Postfix accept the result without a warning', () => {
