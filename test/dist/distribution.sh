@@ -44,6 +44,20 @@ phase() {
   echo "note $name: $p passed, $f failed in $(( $(date +%s) - t0 )) s"
 }
 
+# in_copy [ARG]...: the shell script on standard input, run in the copy with ARGs, between the
+# counters and ok/bad it reports with and the "N passed, N failed" line phase adds up.
+in_copy() {
+  { cat <<'PRE'
+export DEBIAN_FRONTEND=noninteractive
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
+PRE
+    cat
+    echo 'echo "$passed passed, $failed failed"'
+  } | "$here/roots.sh" exec "$dir" sh -s "$@"
+}
+
 started=$(date +%s)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/cidlock-root-$release.XXXXXX")
 trap '"$here/roots.sh" drop "$dir"' EXIT INT TERM
@@ -61,11 +75,7 @@ mkdir -p "$root/tmp/next"
 dpkg-deb --root-owner-group -Zxz -b "$next/pkg" "$root/tmp/next/cidlock_${version}+1_all.deb" >/dev/null
 rm -rf "$next"
 
-phase install "$here/roots.sh" exec "$dir" sh -s $debs <<'EOF'
-export DEBIAN_FRONTEND=noninteractive
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
+phase install in_copy $debs <<'EOF'
 echo "Debian $(cat /etc/debian_version), node $(node --version)"
 for d in "$@"; do echo "note $(dpkg-deb -f "$d" Package) $(dpkg-deb -f "$d" Version) ($(dpkg-deb -f "$d" Architecture)), depends: $(dpkg-deb -f "$d" Depends)"; done
 if out=$(apt-get install -y -q "$@" 2>&1); then ok "apt-get install $*"; else bad "apt-get install" "$out"; fi
@@ -73,7 +83,6 @@ v=$(cidlock --version 2>&1) && ok "cidlock --version: $v" || bad "cidlock --vers
 man -w cidlock >/dev/null 2>&1 || [ -f /usr/share/man/man1/cidlock.1.gz ] && ok "man page cidlock(1) installed" || bad "no cidlock(1) man page"
 # No systemd runs in the root: postinst enables the unit (deb-systemd-helper) and starts nothing.
 [ -L /etc/systemd/system/multi-user.target.wants/cidlock.service ] && ok "cidlock.service enabled (multi-user.target.wants)" || bad "cidlock.service not enabled"
-echo "$passed passed, $failed failed"
 EOF
 
 # The root's own network namespace: only its loopback, so Dovecot's and Postfix's stock ports
@@ -81,11 +90,7 @@ EOF
 # shellcheck disable=SC2016
 phase use timeout 900 unshare --net sh -c 'ip link set lo up && exec "$@"' sh "$here/roots.sh" exec "$dir" node /tmp/e2e/admin-e2e.mjs
 
-phase upgrade "$here/roots.sh" exec "$dir" sh -s <<'EOF'
-export DEBIAN_FRONTEND=noninteractive
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
+phase upgrade in_copy <<'EOF'
 new=$(ls /tmp/next/*.deb)
 echo '# a local change the upgrade must keep' >>/etc/cidlock/cidlock.yaml
 before=$(cidlock devices list --json | sort)
@@ -100,14 +105,9 @@ after=$(cidlock devices list --json | sort)
 after: $after"
 foreign=$(find /var/lib/cidlock ! -user cidlock)
 [ -z "$foreign" ] && ok "state_dir still all cidlock's" || bad "state files not cidlock's: $foreign"
-echo "$passed passed, $failed failed"
 EOF
 
-phase purge "$here/roots.sh" exec "$dir" sh -s <<'EOF'
-export DEBIAN_FRONTEND=noninteractive
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; [ -z "${2:-}" ] || printf '%s\n' "$2" | tail -n 30 | sed 's/^/     /'; }
+phase purge in_copy <<'EOF'
 pkgs=$(dpkg-query -W -f '${Package}\n' 'cidlock*' 2>/dev/null | sort -r | tr '\n' ' ')
 if out=$(apt-get remove -y -q $pkgs 2>&1); then ok "apt-get remove $pkgs"; else bad "apt-get remove" "$out"; fi
 command -v cidlock >/dev/null 2>&1 && bad "cidlock still on PATH after remove" || ok "cidlock gone from PATH after remove"
@@ -123,7 +123,6 @@ left=$(ls -d /etc/cidlock /var/lib/cidlock /usr/lib/cidlock /var/spool/postfix/c
 [ -e /etc/systemd/system/multi-user.target.wants/cidlock.service ] && bad "cidlock.service still enabled after purge" || ok "cidlock.service no longer enabled after purge"
 getent passwd cidlock >/dev/null && echo "note the cidlock system user stays after purge (Debian policy: its uid may own files elsewhere)"
 echo "note the administrator's own files stay: $(ls /etc/dovecot/private/cidlock.conf /etc/dovecot/conf.d/95-cidlock.conf /etc/dovecot/conf.d/91-postfix-auth.conf /root/cidlock-postfix.sh 2>/dev/null | tr '\n' ' ')"
-echo "$passed passed, $failed failed"
 EOF
 
 echo "note distribution test on $release: $(( $(date +%s) - started )) s in all"
