@@ -11,7 +11,8 @@ export type SecurityEvent =
   | { event: 'rules_reloaded'; rules: string }
   | { event: 'rules_rejected'; rules: string; errors: string[] }
   | { event: 'user_mode_set'; user: string; mode: string | null; source: 'admin' }
-  | { event: 'devices_imported'; added: number; existing: number; source: 'admin' };
+  | { event: 'devices_imported'; added: number; existing: number; source: 'admin' }
+  | { event: 'registry_copied'; from: string; to: string; users: number; devices: number; source: 'admin' };
 
 export interface EventSink {
   emit(e: SecurityEvent): void;

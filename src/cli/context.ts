@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { loadRulesFile, readRulesBytes } from '../core/rules/load.js';
 import { formatRulesIssue, type Rules } from '../core/rules/types.js';
-import { fileStore } from '../core/registry/file-store.js';
+import { openStore, readPasswordFile, type OpenedStore } from '../core/registry/open-store.js';
 import { openRegistry, type Registry } from '../core/registry/registry.js';
 import { endReplay, handOffToStateOwner, readAll, readCliFile } from './owner-handoff.js';
 import { openAuditLog } from '../alerts/audit-log.js';
@@ -59,13 +59,32 @@ function lowerPriority(): void {
  */
 export async function openRegistryFor(rules: Rules, create: boolean): Promise<Registry> {
   lowerPriority();
+  // Redis's password file is root's and cidlock's: read here, before a handoff, like the rules.
+  const pw = rules.store.redis?.passwordFile ?? '';
+  if (pw !== '') readPasswordFile(pw, (f) => readCliFile(f, readFileSync));
   if (create) {
     const status = await handOffToStateOwner(rules.stateDir);
     // The child did the work and printed its outcome: this process only passes its status on.
     if (status !== null) throw new ExitError(status);
   }
   endReplay();
-  return openRegistry(fileStore(rules.stateDir), { create });
+  return openRegistry((await openStoreFor(rules)).store, { create });
+}
+
+/** Opens the rules' store for this run (closed by main when the command is done). */
+export async function openStoreFor(rules: Rules): Promise<OpenedStore> {
+  const opened = await openStore(rules, { role: 'cli', readFile: (f) => readCliFile(f, readFileSync) });
+  stores.open.push(opened);
+  return opened;
+}
+
+/** The stores one CLI run opened: a Redis connection keeps the process alive until it is closed. */
+const stores = { open: [] as OpenedStore[] };
+
+/** Closes what openRegistryFor opened; main calls it once the command is done. */
+export async function closeStores(): Promise<void> {
+  const all = stores.open.splice(0);
+  await Promise.all(all.map((s) => s.close()));
 }
 
 /** Registry edits made with the CLI are security events too: they go to the same audit log. */

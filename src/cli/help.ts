@@ -14,6 +14,7 @@ SYNOPSIS
      cidlock users   (set USER --mode MODE | show USER) [-c FILE]
      cidlock devices (list | add | remove | import) ... [-c FILE]
      cidlock config  (dovecot [--dovecot 2.3|2.4] [--clientid] | postfix) [-c FILE]
+     cidlock store   copy --from STORE --to STORE [--force] [-c FILE]
      cidlock help    [COMMAND]
      cidlock --version
 
@@ -395,5 +396,41 @@ EXAMPLES
      cidlock config dovecot -c /etc/cidlock/cidlock.yaml | install -m 600 -o root -g root /dev/stdin /etc/dovecot/private/cidlock.conf
      cidlock config postfix -c /etc/cidlock/cidlock.yaml > /root/cidlock-postfix.sh
      less /root/cidlock-postfix.sh && sh /root/cidlock-postfix.sh && postfix reload
+`,
+  store: `NAME
+     cidlock store - move a registry between stores
+
+SYNOPSIS
+     cidlock store copy --from STORE --to STORE [--force]
+                        [--password-file FILE] [--key-prefix PREFIX] [-c FILE]
+
+DESCRIPTION
+     A STORE is a state_dir (the file store: registry.json, its journal and
+     the CID key) or a Redis URL: redis://HOST[:PORT][/DB] or
+     sentinel://HOST[:PORT],HOST[:PORT]/MASTER[/DB]. A Redis store's
+     password is read from --password-file, else from store.password_file in
+     the rules when the rules name the same URL; it is never given on the
+     command line. Keys start with --key-prefix, else the rules' key_prefix
+     for that URL, else "cidlock:".
+
+     copy     copies every user's devices and registry mode, and the CID key
+              (every stored CID is a keyed hash: without the key no device
+              would match). It holds both stores' locks meanwhile, so no
+              cidlock writes to either; then it reads the copy back and
+              compares it with the source entry by entry. A target that
+              holds anything (a device, a mode, a key) is left alone unless
+              --force, which replaces it, key included. The source is not
+              changed. Moving to Redis: stop learn-mode writes (or every
+              daemon), copy, set store.redis in the rules, restart.
+${CONFIG}
+
+EXIT STATUS
+     0 copied; 1 the target holds a registry (nothing was changed); 2 usage
+     error; 4 a store is locked by another cidlock; 5 a store cannot be read
+     or written (Redis unreachable); 6 the source is damaged.
+
+EXAMPLES
+     cidlock store copy --from /var/lib/cidlock --to redis://10.0.0.5:6379/0
+     cidlock store copy --from sentinel://10.0.0.5,10.0.0.6,10.0.0.7/cidlock --to /var/backups/cidlock
 `,
 };

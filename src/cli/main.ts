@@ -7,9 +7,10 @@ import { checkCommand } from './commands/check.js';
 import { configCommand } from './commands/config.js';
 import { devicesCommand } from './commands/devices.js';
 import { serveCommand } from './commands/serve.js';
+import { storeCommand } from './commands/store.js';
 import { testCommand } from './commands/test.js';
 import { usersCommand } from './commands/users.js';
-import { ExitError, stdio, type Io } from './context.js';
+import { closeStores, ExitError, stdio, type Io } from './context.js';
 import { HELP } from './help.js';
 
 /** Registry failures, so scripts can tell "retry later" from "fix the input" (help.ts documents them). */
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => number | Promise<numb
   users: usersCommand,
   devices: devicesCommand,
   config: configCommand,
+  store: storeCommand,
 };
 
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
@@ -76,5 +78,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       return REGISTRY_EXIT[err.code];
     }
     throw err;
+  } finally {
+    await closeStores();
   }
 }

@@ -4,7 +4,8 @@ import { createAdminServer } from '../admin/server.js';
 import { createEngine, type Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { createMetrics, type Metrics } from '../core/metrics.js';
-import { fileStore } from '../core/registry/file-store.js';
+import { openStore } from '../core/registry/open-store.js';
+import { redisDurabilityWarnings } from '../core/registry/redis-durability.js';
 import { openRegistry } from '../core/registry/registry.js';
 import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../core/rules/types.js';
@@ -58,7 +59,19 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   const metrics = createMetrics('cidlock_');
   const outputs = createOutputs(logger, metrics);
   outputs.configure(opts.rules);
-  const registry = await openRegistry(fileStore(opts.rules.stateDir), { create: true });
+  const storeUrl = opts.rules.store.redis?.url ?? null;
+  const opened = await openStore(opts.rules, {
+    role: 'serve',
+    // Every change of the shared store's connection is news for whoever watches the host.
+    onState: (state, detail) => logger.log(state === 'ready' || state === 'closed' ? 'info' : 'warn', 'store_connection', { store: storeUrl, state, detail }),
+  });
+  let registry;
+  try {
+    registry = await openRegistry(opened.store, { create: true });
+  } catch (err) {
+    await opened.close();
+    throw err;
+  }
   const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics });
   const reloads = metrics.counter('rules_reloads_total', 'Rules reloads by result', ['result']);
   metrics.gaugeFn('rules_loaded_timestamp_seconds', 'When the rules in force were loaded', () => loadedAt / 1000);
@@ -67,7 +80,17 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   // Read (or created) once here and on every reload, never per request.
   let dovecotKey = opts.rules.listen.dovecot === null ? '' : dovecotApiKey(opts.rules.dovecot, { create: true });
   // CLI edits (devices add, users set) reach the running daemon within a second.
-  const sync = startRegistrySync({ registry, logger, metrics });
+  const sync = startRegistrySync({ registry, logger, metrics, watch: opened.watch });
+  const redis = opened.redis;
+  if (redis !== null) metrics.gaugeFn('store_up', 'Whether the shared Redis store is connected (1) or not (0)', () => (redis.state === 'ready' ? 1 : 0));
+  const storeUp = () => redis === null || redis.state === 'ready';
+  if (redis !== null) {
+    // Said at every start: acknowledged registrations must survive a crash of Redis.
+    redisDurabilityWarnings(redis).then(
+      (ws) => { for (const w of ws) logger.log('warn', 'store_durability', { store: storeUrl, warning: w }); },
+      (err: unknown) => logger.log('warn', 'store_durability', { store: storeUrl, warning: `could not read Redis's settings: ${(err as Error).message}` }),
+    );
+  }
 
   const servers: Server[] = [];
   const addresses: Partial<Record<ListenerName, string>> = {};
@@ -87,7 +110,17 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     const make: Record<ListenerName, () => Server> = {
       admin: () => createAdminServer({
         engine, metrics, events: outputs.sink, logger,
-        readiness: () => ({ ready: sync.ok, detail: { rules: engine.rules.file, registry: sync.ok ? 'readable' : 'unreadable', ...(sync.lastError === null ? {} : { registry_error: sync.lastError }), devices: engine.registry.size().devices } }),
+        readiness: () => ({
+          ready: sync.ok && storeUp(),
+          detail: {
+            rules: engine.rules.file,
+            registry: sync.ok ? 'readable' : 'unreadable',
+            ...(sync.lastError === null ? {} : { registry_error: sync.lastError }),
+            devices: engine.registry.size().devices,
+            store: redis === null ? 'file' : storeUrl,
+            ...(redis === null ? {} : { store_state: redis.state, store_server: redis.server }),
+          },
+        }),
         rulesLoadedAt: () => loadedAt,
       }),
       dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey }),
@@ -105,6 +138,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     sync.stop();
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
     await outputs.close();
+    await opened.close();
     throw err;
   }
   for (const [name, addr] of Object.entries(addresses)) logger.log('info', 'listening', { listener: name, address: addr });
@@ -127,6 +161,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     const r = loadRulesFile(file);
     if (!r.ok) return reject(r.errors.map(formatRulesIssue));
     if (r.rules.stateDir !== engine.rules.stateDir) return reject(['state_dir changed: restart cidlock to move the registry']);
+    if (!sameJson(r.rules.store, engine.rules.store)) return reject(['store changed: restart cidlock to use another store (cidlock store copy moves a registry)']);
     let nextKey = dovecotKey;
     if (r.rules.listen.dovecot !== null || listenAt.dovecot !== null) {
       try {
@@ -180,7 +215,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   }
 
   const size = registry.size();
-  logger.log('info', 'started', { rules: opts.rules.file, state_dir: opts.rules.stateDir, users: size.users, devices: size.devices });
+  logger.log('info', 'started', { rules: opts.rules.file, state_dir: opts.rules.stateDir, store: storeUrl ?? 'file', users: size.users, devices: size.devices });
 
   return {
     engine,
@@ -199,6 +234,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       // Registrations learn mode started are written before the process goes.
       await engine.idle();
       await outputs.close();
+      await opened.close();
     },
   };
 }

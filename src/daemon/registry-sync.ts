@@ -20,7 +20,14 @@ const MAX_RETRY_MS = 30_000;
  * never carries on quietly. Every failed attempt logs an error and counts, and `ok` turns false
  * until a read succeeds again.
  */
-export function startRegistrySync(o: { registry: Registry; logger: Logger; metrics: Metrics; intervalMs?: number }): RegistrySync {
+export function startRegistrySync(o: {
+  registry: Registry;
+  logger: Logger;
+  metrics: Metrics;
+  intervalMs?: number;
+  /** A shared store's announcements of other hosts' changes: each one starts a catch-up at once. */
+  watch?: (onChange: () => void) => Promise<() => Promise<void>>;
+}): RegistrySync {
   const interval = o.intervalMs ?? POLL_MS;
   const errors = o.metrics.counter('registry_reload_errors_total', 'Registry re-reads that failed (the registry in memory stays in force)');
   let ok = true;
@@ -33,13 +40,22 @@ export function startRegistrySync(o: { registry: Registry; logger: Logger; metri
   });
 
   let retryMs = interval;
+  let polling = false;
+  let again = false;
   const schedule = (ms: number) => {
     if (stopped) return;
+    clearTimeout(timer);
+    // An announced change waiting behind this poll is read as soon as it ends.
+    if (again && ok) {
+      again = false;
+      ms = 0;
+    }
     timer = setTimeout(() => void poll(), ms);
     timer.unref();
   };
   // The next poll is scheduled only once this one settled: two refreshes never run at once.
   const poll = async (): Promise<void> => {
+    polling = true;
     rebuilt = false;
     try {
       if (await o.registry.refresh()) {
@@ -50,17 +66,32 @@ export function startRegistrySync(o: { registry: Registry; logger: Logger; metri
       ok = true;
       lastError = null;
       retryMs = interval;
+      polling = false;
       schedule(interval);
     } catch (err) {
       ok = false;
       lastError = (err as Error).message;
       errors.inc();
       o.logger.log('error', 'registry_reload_failed', { error: lastError, retry_in_ms: retryMs, note: 'changes made since the last successful read are not in force; /readyz fails until it succeeds' });
+      polling = false;
       schedule(retryMs);
       retryMs = Math.min(MAX_RETRY_MS, retryMs * 2);
     }
   };
   schedule(interval);
+  // While a read fails, announcements wait for the backoff: they would only hammer a broken store.
+  const announced = () => {
+    if (stopped) return;
+    if (polling) again = true;
+    else if (ok) schedule(0);
+  };
+  let unwatch: (() => Promise<void>) | undefined;
+  o.watch?.(announced).then((off) => {
+    if (stopped) void off();
+    else unwatch = off;
+  }, (err: unknown) => {
+    o.logger.log('warn', 'registry_watch_failed', { error: (err as Error).message, note: 'other hosts\' changes are read by polling, within a second' });
+  });
 
   return {
     get ok() { return ok; },
@@ -69,6 +100,7 @@ export function startRegistrySync(o: { registry: Registry; logger: Logger; metri
       stopped = true;
       clearTimeout(timer);
       unsubscribe();
+      void unwatch?.();
     },
   };
 }

@@ -5,7 +5,9 @@ import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } f
 import { effectivePolicy } from '../../core/rules/resolve.js';
 import { groupId, OTHERS_ENTER_OR_WRITE, POSTFIX_GROUP } from '../../net/unix-socket.js';
 import { CONFIG_OPTION, configPath, parseCommand } from '../args.js';
-import { openRegistryFor, type Io } from '../context.js';
+import { openStoreFor, type Io } from '../context.js';
+import { openRegistry } from '../../core/registry/registry.js';
+import { redisDurabilityWarnings } from '../../core/registry/redis-durability.js';
 import { HELP } from '../help.js';
 
 export function formatListen(a: ListenAddress | null): string {
@@ -231,7 +233,14 @@ export async function checkCommand(argv: string[], io: Io): Promise<number> {
     }
   }
   try {
-    const reg = await openRegistryFor(rules, false);
+    const opened = await openStoreFor(rules);
+    if (opened.redis !== null) {
+      const server = opened.redis.server ?? '?';
+      io.out(`  store:     ${rules.store.redis!.url} (Redis at ${server}, key prefix ${JSON.stringify(rules.store.redis!.keyPrefix)})`);
+      // Acknowledged registrations must survive a crash of Redis: say when its settings would not.
+      for (const w of await redisDurabilityWarnings(opened.redis)) io.err(`warning: store: ${w}`);
+    }
+    const reg = await openRegistry(opened.store, { create: false });
     const size = reg.size();
     let withMode = 0;
     for (const u of reg.users()) if (reg.settings(u).mode !== undefined) withMode++;

@@ -378,5 +378,25 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number; lockW
       }
       return readSecret();
     },
+    async writeSecret(key, replace) {
+      const existing = await readSecret().catch((err: unknown) => {
+        if (replace && err instanceof RegistryError && err.code === 'corrupt') return null;
+        throw err;
+      });
+      if (existing !== null && existing.equals(key)) return;
+      if (existing !== null && !replace) throw new RegistryError('io', `${secretFile}: a different CID key exists already; refusing to replace it`);
+      try {
+        await mkdir(stateDir, { recursive: true, mode: 0o700 });
+        await replaceFileAsync(secretFile, (fh) => writeAll(fh, `${key.toString('hex')}\n`));
+      } catch (err) {
+        throw cannotWrite(secretFile, err);
+      }
+    },
+    async isEmpty() {
+      for (const f of [snapshotPath, journalPath, secretFile]) {
+        if ((await statId(f, journalKey)).id !== 'absent') return false;
+      }
+      return true;
+    },
   };
 }

@@ -67,6 +67,13 @@ export interface RegistryStore {
   compact(users: Iterable<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]>): Promise<StoreCursor>;
   /** The HMAC key for CIDs; created on first use when `create`, else null if there is none yet. */
   secret(create: boolean): Promise<Buffer | null>;
+  /**
+   * With the lock held: makes `secret` this store's CID key (copying a registry, whose hashes were
+   * made with it). Refuses to replace a different key unless `replace`: every stored CID depends on it.
+   */
+  writeSecret(secret: Buffer, replace: boolean): Promise<void>;
+  /** Whether nothing at all is stored yet: no device, no setting, no key. */
+  isEmpty(): Promise<boolean>;
 }
 
 /**

@@ -15,6 +15,7 @@ import {
 } from './yaml-walk.js';
 import { bool, listOf, oneOf, str } from './fields.js';
 import { OPERATIONS_KEYS, readOperations } from './load-operations.js';
+import { readStore } from './load-store.js';
 import { loginNameProblem, lowerAscii } from '../login-name.js';
 
 export type RulesResult =
@@ -41,7 +42,7 @@ export const DEFAULT_LISTEN: Readonly<Record<ListenerName, ListenAddress>> = {
 /** The file Dovecot's API key is kept in when the rules do not give one: state_dir/dovecot.key. */
 export const DOVECOT_KEY_FILE = 'dovecot.key';
 
-const TOP_KEYS = ['listen', 'state_dir', 'dovecot', 'accounts', 'policy', 'domains', 'users', ...OPERATIONS_KEYS] as const;
+const TOP_KEYS = ['listen', 'state_dir', 'store', 'dovecot', 'accounts', 'policy', 'domains', 'users', ...OPERATIONS_KEYS] as const;
 const LISTENERS = ['dovecot', 'postfix', 'socketmap', 'admin'] as const;
 const LAYER_KEYS = ['mode', 'require_tls', 'message', 'vouch_ttl', 'protocols', 'device_types', 'networks', 'learn'] as const;
 const MAX_MESSAGE = 200;
@@ -400,6 +401,7 @@ export function parseRules(text: string, file: string): RulesResult {
   }
   const at = (k: string) => byKey.get(k);
   const listenE = at('listen');
+  const storeE = at('store');
   const dovecotE = at('dovecot');
   const accountsE = at('accounts');
   const policyE = at('policy');
@@ -409,6 +411,7 @@ export function parseRules(text: string, file: string): RulesResult {
     file: file === '' ? '' : resolvePath(file),
     listen: listenE === undefined ? { ...DEFAULT_LISTEN } : readListen(w, listenE.value, listenE.keyNode),
     stateDir,
+    store: storeE === undefined ? { redis: null } : readStore(w, storeE.value, storeE.keyNode, baseDir),
     dovecot: dovecotE === undefined
       ? { apiKey: '', apiKeyFile: resolvePath(stateDir, DOVECOT_KEY_FILE), idFields: ['clientid'] }
       : readDovecot(w, dovecotE.value, dovecotE.keyNode, stateDir, baseDir),

@@ -1,4 +1,5 @@
 import type { Cidr } from '../ip.js';
+import type { RedisAddress } from '../../redis/types.js';
 
 export const MODES = ['off', 'monitor', 'learn', 'enforce'] as const;
 export type Mode = (typeof MODES)[number];
@@ -77,6 +78,12 @@ export interface Rules {
   readonly file: string;
   readonly listen: Readonly<Record<ListenerName, ListenAddress | null>>;
   readonly stateDir: string; // absolute
+  /**
+   * Where the registry and the state every host shares live: redis null is the file store in
+   * stateDir; otherwise a Redis server (or the primary its Sentinels name) that several cidlock
+   * hosts share. url is as written (it never holds a password); passwordFile is absolute or "".
+   */
+  readonly store: { readonly redis: null | { readonly url: string; readonly address: RedisAddress; readonly passwordFile: string; readonly keyPrefix: string } };
   /**
    * apiKey: the key written in the rules file, or "" to use apiKeyFile (created with a random key
    * on first use). Dovecot must always send one.

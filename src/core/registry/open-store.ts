@@ -1,0 +1,103 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { createRedisClient, createRedisSubscriber } from '../../redis/client.js';
+import type { RedisAddress, RedisClient, RedisState } from '../../redis/types.js';
+import type { Rules } from '../rules/types.js';
+import { fileStore } from './file-store.js';
+import { redisStore } from './redis-store.js';
+import { RegistryError, type RegistryStore } from './types.js';
+
+/** A password file holds one line; anything larger is the wrong file. */
+const MAX_PASSWORD_BYTES = 4096;
+/** How long opening a Redis store waits for its first connection before it gives up with a clear error. */
+export const REDIS_CONNECT_WAIT_MS = 10_000;
+
+export interface OpenedStore {
+  store: RegistryStore;
+  /** The Redis connection of a shared store (for the state every host shares); null for the file store. */
+  redis: RedisClient | null;
+  /** Calls `onChange` when another host announces a registry change; a no-op for the file store, which is polled. */
+  watch(onChange: () => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+/** Reads Redis's password: one line, trailing newline dropped; never echoed in an error. */
+export function readPasswordFile(file: string, read: (file: string) => Buffer = readFileSync): string {
+  let buf: Buffer;
+  try {
+    buf = read(file);
+  } catch (err) {
+    throw new RegistryError('io', `${file}: cannot read Redis's password file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (buf.length > MAX_PASSWORD_BYTES) throw new RegistryError('io', `${file}: larger than ${MAX_PASSWORD_BYTES} bytes; is it the password file?`);
+  const text = buf.toString('utf8').replace(/\r?\n$/, '');
+  if (text === '' || /[\r\n]/.test(text)) throw new RegistryError('io', `${file}: expected the password on one line`);
+  return text;
+}
+
+/** A store named on the command line: a state_dir path, or a redis:// or sentinel:// URL. */
+export type StoreSpec =
+  | { kind: 'file'; stateDir: string }
+  | { kind: 'redis'; url: string; address: RedisAddress; passwordFile: string; keyPrefix: string };
+
+export const specOfRules = (rules: Rules): StoreSpec =>
+  rules.store.redis === null ? { kind: 'file', stateDir: rules.stateDir } : { kind: 'redis', ...rules.store.redis };
+
+/**
+ * Opens the registry's store as the rules say: the file store in state_dir, or the Redis store
+ * several hosts share. `role` names the connection in Redis's CLIENT LIST ("serve", "cli").
+ */
+export function openStore(rules: Rules, o: OpenOptions): Promise<OpenedStore> {
+  return openStoreAt(specOfRules(rules), o);
+}
+
+interface OpenOptions {
+  role: string;
+  readFile?: (file: string) => Buffer;
+  onState?: (state: RedisState, detail: string) => void;
+  waitMs?: number;
+}
+
+export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<OpenedStore> {
+  if (spec.kind === 'file') {
+    return { store: fileStore(spec.stateDir), redis: null, watch: async () => async () => {}, close: async () => {} };
+  }
+  const r = spec;
+  const password = r.passwordFile === '' ? undefined : readPasswordFile(r.passwordFile, o.readFile);
+  const base = { address: r.address, ...(password === undefined ? {} : { password }), name: `cidlock-${o.role}-${hostname()}` };
+  // The last thing the client said about its connection (refused, authentication failed...): the error names it.
+  let lastDetail = '';
+  const client = createRedisClient({
+    ...base,
+    onState(state, detail) {
+      lastDetail = detail;
+      o.onState?.(state, detail);
+    },
+  });
+  try {
+    await client.ready(o.waitMs ?? REDIS_CONNECT_WAIT_MS);
+  } catch {
+    await client.close();
+    throw new RegistryError('io', `${r.url}: cannot reach Redis within ${(o.waitMs ?? REDIS_CONNECT_WAIT_MS) / 1000} s${lastDetail === '' ? '' : ` (${lastDetail})`}; nothing was changed`);
+  }
+  const store = redisStore(client, { url: r.url, keyPrefix: r.keyPrefix });
+  const subscribers: Array<() => Promise<void>> = [];
+  return {
+    store,
+    redis: client,
+    async watch(onChange) {
+      const sub = createRedisSubscriber(base);
+      const off = await sub.subscribe(store.channel, () => onChange());
+      const stop = async () => {
+        await off().catch(() => {});
+        await sub.close();
+      };
+      subscribers.push(stop);
+      return stop;
+    },
+    async close() {
+      await Promise.all(subscribers.map((s) => s()));
+      await client.close();
+    },
+  };
+}
