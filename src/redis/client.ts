@@ -112,7 +112,14 @@ function supervise(cfg: SupervisorConfig) {
       }
       readyWaiters.clear();
     }
-    opts.onState?.(s, safe);
+    try {
+      opts.onState?.(s, safe);
+    } catch (err) {
+      // The caller's bug must not pass for a connection failure inside the reconnect loop.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
   };
 
   /** Drop the current connection and reconnect now, skipping the backoff (a failover is known). */
