@@ -411,8 +411,10 @@ export function createRedisSubscriber(opts: RedisClientOptions): RedisSubscriber
       }
       const entry: Entry = { onMessage };
       set.add(entry);
-      const c = sup.conn;
-      if (c && c === current) {
+      // The connection past its handshake, even in the moment before it is declared ready:
+      // a channel added then would otherwise wait for the next reconnect.
+      const c = current?.open ? current : null;
+      if (c) {
         try {
           const r = (await (onConn.get(channel) ?? subscribeOn(c, channel))) as RespReply;
           if (isErrorReply(r)) {
@@ -435,8 +437,8 @@ export function createRedisSubscriber(opts: RedisClientOptions): RedisSubscriber
         s.delete(entry);
         if (s.size > 0) return;
         channels.delete(channel);
-        const cc = sup.conn;
-        if (cc && cc === current && onConn.has(channel)) {
+        const cc = current?.open ? current : null;
+        if (cc && onConn.has(channel)) {
           onConn.delete(channel);
           await cc.send(['UNSUBSCRIBE', channel], opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS).catch(() => {});
         }
