@@ -198,7 +198,7 @@ t('maintainer scripts: POSIX sh (sh -n, checkbashisms when installed), set -e, t
 t('man pages: one per command, from the --help texts, gzip -9n, and they render', () => {
   const man = join(extracted(), 'usr/share/man/man1');
   const pages = readdirSync(man).sort();
-  assert.equal(pages, ['cidlock-check.1.gz', 'cidlock-config.1.gz', 'cidlock-devices.1.gz', 'cidlock-serve.1.gz', 'cidlock-test.1.gz', 'cidlock-users.1.gz', 'cidlock.1.gz']);
+  assert.equal(pages, ['cidlock-check.1.gz', 'cidlock-config.1.gz', 'cidlock-devices.1.gz', 'cidlock-serve.1.gz', 'cidlock-store.1.gz', 'cidlock-test.1.gz', 'cidlock-users.1.gz', 'cidlock.1.gz']);
   for (const p of pages) {
     const raw = readFileSync(join(man, p));
     assert.is(raw.readUInt32LE(4), 0, `${p}: gzip header time stamp`);

@@ -10,7 +10,7 @@ import { tempDir } from './helpers/tmp.js';
 /** Each broken file and the exact lines an operator sees, relative to the fixture folder. */
 const BROKEN: Record<string, string[]> = {
   'bad-yaml-syntax.yaml': ['bad-yaml-syntax.yaml:2:1: YAML syntax: Flow map in block collection must be sufficiently indented and end with a }'],
-  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, dovecot, accounts, policy, domains, users, limits, defences, counters, alerts, audit, webhook, log, admin); did you mean "policy"?'],
+  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, store, dovecot, accounts, policy, domains, users, limits, defences, counters, alerts, audit, webhook, log, admin); did you mean "policy"?'],
   'bad-mode.yaml': ['bad-mode.yaml:3:11: domains["example.com"].mode: expected one of off, monitor, learn, enforce, got "enforced"'],
   'bad-evidence.yaml': ['bad-evidence.yaml:4:19: users["alice@example.com"].protocols.imap[1]: expected one of cid, cert, vouch, device_type, got "cidd"'],
   'bad-bool.yaml': ['bad-bool.yaml:2:16: policy.require_tls: expected true or false, got "yes" (YAML 1.2 reads yes/no/on/off as text)'],
@@ -207,6 +207,35 @@ test('limits, counters, alerts, audit, webhook, log and admin: defaults, and eve
     '9:17 admin.token: expected at least 16 printable characters without spaces (it sits in an HTTP header)',
     '10:24 counters.prefix_v4: expected a whole number from 8 to 32',
   ]);
+});
+
+test('store: the file store by default; a Redis URL with its password file and key prefix; mistakes located, no password echoed', () => {
+  const none = parseRules('', '/etc/cidlock/cidlock.yaml');
+  assert.ok(none.ok && none.rules.store.redis === null);
+  const r = parseRules('store:\n  redis: sentinel://10.0.0.5,10.0.0.6:26380/mail/2\n  password_file: redis.pass\n  key_prefix: "site1:"\n', '/etc/cidlock/cidlock.yaml');
+  if (!r.ok) assert.unreachable(r.errors.map(formatRulesIssue).join('\n'));
+  if (!r.ok) return;
+  assert.equal(r.rules.store.redis, {
+    url: 'sentinel://10.0.0.5,10.0.0.6:26380/mail/2',
+    address: { target: { kind: 'sentinel', sentinels: [{ host: '10.0.0.5', port: 26379 }, { host: '10.0.0.6', port: 26380 }], master: 'mail' }, db: 2 },
+    passwordFile: '/etc/cidlock/redis.pass',
+    keyPrefix: 'site1:',
+  });
+  const plain = parseRules('store: { redis: "redis://127.0.0.1" }\n', '/x/r.yaml');
+  assert.ok(plain.ok && plain.rules.store.redis?.keyPrefix === 'cidlock:' && plain.rules.store.redis.passwordFile === '');
+  const bad = parseRules([
+    'store:',
+    '  redis: "redis://:hunter2secret@10.0.0.5:6379/0"',
+    '  key_prefix: "with space"',
+  ].join('\n'), '/x/r.yaml');
+  assert.is(bad.ok, false);
+  if (bad.ok) return;
+  const text = bad.errors.map(formatRulesIssue).join('\n');
+  assert.match(text, /r\.yaml:2:10: store\.redis: .*password_file/);
+  assert.match(text, /r\.yaml:3:15: store\.key_prefix: expected 1 to 64 printable characters/);
+  assert.not.ok(text.includes('hunter2secret'), text);
+  const orphan = parseRules('store: { password_file: /etc/cidlock/redis.pass }\n', '/x/r.yaml');
+  assert.ok(!orphan.ok && formatRulesIssue(orphan.errors[0]!).includes('store: password_file and key_prefix belong to a Redis store'));
 });
 
 test.run();

@@ -73,10 +73,13 @@ export async function openRegistryFor(rules: Rules, create: boolean): Promise<Re
 
 /** Opens the rules' store for this run (closed by main when the command is done). */
 export async function openStoreFor(rules: Rules): Promise<OpenedStore> {
-  const opened = await openStore(rules, { role: 'cli', readFile: (f) => readCliFile(f, readFileSync) });
+  const opened = await openStore(rules, { role: 'cli', readFile: (f) => readCliFile(f, readFileSync), waitMs: CLI_REDIS_WAIT_MS });
   stores.open.push(opened);
   return opened;
 }
+
+/** An operator at the prompt wants a clear answer soon; the daemon, starting, waits longer. */
+export const CLI_REDIS_WAIT_MS = 3000;
 
 /** The stores one CLI run opened: a Redis connection keeps the process alive until it is closed. */
 const stores = { open: [] as OpenedStore[] };

@@ -60,10 +60,15 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   const outputs = createOutputs(logger, metrics);
   outputs.configure(opts.rules);
   const storeUrl = opts.rules.store.redis?.url ?? null;
+  const syncRef: { sync?: ReturnType<typeof startRegistrySync> } = {};
   const opened = await openStore(opts.rules, {
     role: 'serve',
     // Every change of the shared store's connection is news for whoever watches the host.
-    onState: (state, detail) => logger.log(state === 'ready' || state === 'closed' ? 'info' : 'warn', 'store_connection', { store: storeUrl, state, detail }),
+    onState: (state, detail) => {
+      logger.log(state === 'ready' || state === 'closed' ? 'info' : 'warn', 'store_connection', { store: storeUrl, state, detail });
+      // Back after an outage: read what other hosts changed meanwhile now, not at the end of a backoff.
+      if (state === 'ready') syncRef.sync?.now();
+    },
   });
   let registry;
   try {
@@ -81,6 +86,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   let dovecotKey = opts.rules.listen.dovecot === null ? '' : dovecotApiKey(opts.rules.dovecot, { create: true });
   // CLI edits (devices add, users set) reach the running daemon within a second.
   const sync = startRegistrySync({ registry, logger, metrics, watch: opened.watch });
+  syncRef.sync = sync;
   const redis = opened.redis;
   if (redis !== null) metrics.gaugeFn('store_up', 'Whether the shared Redis store is connected (1) or not (0)', () => (redis.state === 'ready' ? 1 : 0));
   const storeUp = () => redis === null || redis.state === 'ready';

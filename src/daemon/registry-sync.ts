@@ -6,6 +6,8 @@ export interface RegistrySync {
   /** False while the last attempt to read the registry's changes failed: /readyz reports it. */
   readonly ok: boolean;
   readonly lastError: string | null;
+  /** Reads the registry's changes now, whatever the backoff: the store has just come back. */
+  now(): void;
   stop(): void;
 }
 
@@ -46,7 +48,7 @@ export function startRegistrySync(o: {
     if (stopped) return;
     clearTimeout(timer);
     // An announced change waiting behind this poll is read as soon as it ends.
-    if (again && ok) {
+    if (again) {
       again = false;
       ms = 0;
     }
@@ -96,6 +98,11 @@ export function startRegistrySync(o: {
   return {
     get ok() { return ok; },
     get lastError() { return lastError; },
+    now() {
+      retryMs = interval;
+      if (polling) again = true;
+      else schedule(0);
+    },
     stop() {
       stopped = true;
       clearTimeout(timer);

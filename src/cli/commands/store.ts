@@ -6,7 +6,7 @@ import { DEFAULT_KEY_PREFIX } from '../../core/rules/load-store.js';
 import type { Rules } from '../../core/rules/types.js';
 import { parseRedisUrl } from '../../redis/url.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError } from '../args.js';
-import { auditFromCli, ExitError, loadRulesOrExit, type Io } from '../context.js';
+import { auditFromCli, CLI_REDIS_WAIT_MS, ExitError, loadRulesOrExit, type Io } from '../context.js';
 import { HELP } from '../help.js';
 import { endReplay, handOffToStateOwner, readCliFile } from '../owner-handoff.js';
 
@@ -64,9 +64,9 @@ export async function storeCommand(argv: string[], io: Io): Promise<number> {
     if (status !== null) throw new ExitError(status);
   }
   endReplay();
-  const src = await openStoreAt(from, { role: 'cli', readFile });
+  const src = await openStoreAt(from, { role: 'cli', readFile, waitMs: CLI_REDIS_WAIT_MS });
   try {
-    const dst = await openStoreAt(to, { role: 'cli', readFile });
+    const dst = await openStoreAt(to, { role: 'cli', readFile, waitMs: CLI_REDIS_WAIT_MS });
     try {
       const r = await copyRegistry(src.store, dst.store, { replace: values.force === true });
       if (r.status === 'not_empty') throw new ExitError(1, `${describeSpec(to)} holds a registry already; nothing was changed (--force replaces it, CID key included)`);

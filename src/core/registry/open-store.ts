@@ -65,20 +65,28 @@ export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<Open
   const r = spec;
   const password = r.passwordFile === '' ? undefined : readPasswordFile(r.passwordFile, o.readFile);
   const base = { address: r.address, ...(password === undefined ? {} : { password }), name: `cidlock-${o.role}-${hostname()}` };
-  // The last thing the client said about its connection (refused, authentication failed...): the error names it.
+  // The last thing the client said about its connection (refused, authentication failed...): the
+  // error names it. A refused password will not get better by waiting: that fails at once.
   let lastDetail = '';
+  let authFailed: (() => void) | undefined;
   const client = createRedisClient({
     ...base,
     onState(state, detail) {
-      lastDetail = detail;
+      if (state !== 'closed') lastDetail = detail;
+      if (state === 'down' && detail.startsWith('authentication failed')) authFailed?.();
       o.onState?.(state, detail);
     },
   });
+  const waitMs = o.waitMs ?? REDIS_CONNECT_WAIT_MS;
   try {
-    await client.ready(o.waitMs ?? REDIS_CONNECT_WAIT_MS);
+    await Promise.race([client.ready(waitMs), new Promise<never>((_, reject) => { authFailed = () => reject(new Error('auth')); })]);
   } catch {
     await client.close();
-    throw new RegistryError('io', `${r.url}: cannot reach Redis within ${(o.waitMs ?? REDIS_CONNECT_WAIT_MS) / 1000} s${lastDetail === '' ? '' : ` (${lastDetail})`}; nothing was changed`);
+    const why = lastDetail === '' ? '' : ` (${lastDetail})`;
+    if (lastDetail.startsWith('authentication failed')) throw new RegistryError('io', `${r.url}: Redis refused the password${why}; check store.password_file; nothing was changed`);
+    throw new RegistryError('io', `${r.url}: cannot reach Redis within ${waitMs / 1000} s${why}; nothing was changed`);
+  } finally {
+    authFailed = undefined;
   }
   const store = redisStore(client, { url: r.url, keyPrefix: r.keyPrefix });
   const subscribers: Array<() => Promise<void>> = [];
