@@ -220,6 +220,7 @@ test('store: the file store by default; a Redis URL with its password file and k
     address: { target: { kind: 'sentinel', sentinels: [{ host: '10.0.0.5', port: 26379 }, { host: '10.0.0.6', port: 26380 }], master: 'mail' }, db: 2 },
     passwordFile: '/etc/cidlock/redis.pass',
     keyPrefix: 'site1:',
+    replicas: 0,
   });
   const plain = parseRules('store: { redis: "redis://127.0.0.1" }\n', '/x/r.yaml');
   assert.ok(plain.ok && plain.rules.store.redis?.keyPrefix === 'cidlock:' && plain.rules.store.redis.passwordFile === '');
@@ -235,7 +236,7 @@ test('store: the file store by default; a Redis URL with its password file and k
   assert.match(text, /r\.yaml:3:15: store\.key_prefix: expected 1 to 64 printable characters/);
   assert.not.ok(text.includes('hunter2secret'), text);
   const orphan = parseRules('store: { password_file: /etc/cidlock/redis.pass }\n', '/x/r.yaml');
-  assert.ok(!orphan.ok && formatRulesIssue(orphan.errors[0]!).includes('store: password_file and key_prefix belong to a Redis store'));
+  assert.ok(!orphan.ok && formatRulesIssue(orphan.errors[0]!).includes('store: password_file, key_prefix and replicas belong to a Redis store'));
 });
 
 test.run();

@@ -35,6 +35,7 @@ function storeArg(text: string, rules: Rules, o: { passwordFile?: string; keyPre
     kind: 'redis', url: text, address: parsed.address,
     passwordFile: o.passwordFile !== undefined ? resolvePath(o.passwordFile) : same?.passwordFile ?? '',
     keyPrefix: o.keyPrefix ?? same?.keyPrefix ?? DEFAULT_KEY_PREFIX,
+    replicas: same?.replicas ?? 0,
   };
 }
 

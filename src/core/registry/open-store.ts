@@ -38,7 +38,7 @@ export function readPasswordFile(file: string, read: (file: string) => Buffer = 
 /** A store named on the command line: a state_dir path, or a redis:// or sentinel:// URL. */
 export type StoreSpec =
   | { kind: 'file'; stateDir: string }
-  | { kind: 'redis'; url: string; address: RedisAddress; passwordFile: string; keyPrefix: string };
+  | { kind: 'redis'; url: string; address: RedisAddress; passwordFile: string; keyPrefix: string; replicas: number };
 
 export const specOfRules = (rules: Rules): StoreSpec =>
   rules.store.redis === null ? { kind: 'file', stateDir: rules.stateDir } : { kind: 'redis', ...rules.store.redis };
@@ -88,7 +88,7 @@ export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<Open
   } finally {
     authFailed = undefined;
   }
-  const store = redisStore(client, { url: r.url, keyPrefix: r.keyPrefix });
+  const store = redisStore(client, { url: r.url, keyPrefix: r.keyPrefix, replicas: r.replicas });
   const subscribers: Array<() => Promise<void>> = [];
   return {
     store,

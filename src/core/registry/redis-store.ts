@@ -34,6 +34,8 @@ const CHUNK_BYTES = 1 << 20;
 const CHUNKS_PER_READ = 8;
 /** A journal this much larger than the snapshot (or 16 MB) is folded into a new snapshot, as on disk. */
 const COMPACT_MIN_BYTES = 16 * 1024 * 1024;
+/** How long a write waits for replicas to confirm it (store.replicas) before it is reported as not durable. */
+const REPLICA_WAIT_MS = 1000;
 /** Replaced generations stay readable this long, so a host reading one when it is replaced finishes. */
 const OLD_GENERATION_TTL_S = 600;
 /** A snapshot being written expires unless the switch to it happens: a writer killed half-way leaves nothing. */
@@ -75,6 +77,11 @@ export interface RedisStoreOptions {
   keyPrefix: string;
   lockWaitMs?: number;
   compactBytes?: number;
+  /**
+   * Replicas that must hold a write before it is acknowledged (WAIT): Redis replicates after it
+   * answers, so without this a failover right after a registration can lose it.
+   */
+  replicas?: number;
 }
 
 export interface RedisRegistryStore extends RegistryStore {
@@ -230,6 +237,18 @@ export function redisStore(client: RedisClient, opts: RedisStoreOptions): RedisR
         const n = asInt(await call(['EVAL', APPEND, 3, head, lockKey, journalKey(cur.journal), token, cur.snapshot, cur.offset, bytes, channel, ...entries]), 'append');
         cur = { ...cur, offset: n };
         if (slice.due()) await slice.pause();
+      }
+      const want = opts.replicas ?? 0;
+      if (want > 0) {
+        let got: RespValue;
+        try {
+          got = await client.command(['WAIT', want, REPLICA_WAIT_MS], { timeoutMs: REPLICA_WAIT_MS + 1000 });
+        } catch (err) {
+          throw asRegistryError(err, where);
+        }
+        if (typeof got !== 'number' || got < want) {
+          throw new RegistryError('io', `${where}: written on the primary, but only ${typeof got === 'number' ? got : 0} of ${want} replicas confirmed it within ${REPLICA_WAIT_MS} ms (store.replicas); not acknowledged: a failover now could lose it`);
+        }
       }
       return cur;
     },

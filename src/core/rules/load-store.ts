@@ -3,10 +3,11 @@ import type { Node } from 'yaml';
 import { parseRedisUrl } from '../../redis/url.js';
 import { str } from './fields.js';
 import type { Rules } from './types.js';
-import { describe, entriesOf, knownEntries, type Walker } from './yaml-walk.js';
+import { describe, entriesOf, knownEntries, scalarValue, type Walker } from './yaml-walk.js';
 
 export const DEFAULT_KEY_PREFIX = 'cidlock:';
 const MAX_KEY_PREFIX = 64;
+const MAX_REPLICAS = 16;
 
 /**
  * `store:` says where the state every host must share lives. Absent, or without `redis`, it is the
@@ -16,7 +17,7 @@ const MAX_KEY_PREFIX = 64;
 export function readStore(w: Walker, node: Node | null, at: Node, baseDir: string): Rules['store'] {
   const entries = entriesOf(w, node, ['store'], at);
   if (entries === null) return { redis: null };
-  const by = new Map(knownEntries(w, entries, ['redis', 'password_file', 'key_prefix'], ['store']).map((e) => [e.key, e]));
+  const by = new Map(knownEntries(w, entries, ['redis', 'password_file', 'key_prefix', 'replicas'], ['store']).map((e) => [e.key, e]));
   const urlE = by.get('redis');
   const url = urlE === undefined || urlE.value === null ? '' : (str(w, urlE, ['store', 'redis'], 'a redis:// or sentinel:// URL') ?? '');
   let address = null;
@@ -41,9 +42,17 @@ export function readStore(w: Walker, node: Node | null, at: Node, baseDir: strin
       w.error(kpE.value, ['store', 'key_prefix'], `expected 1 to ${MAX_KEY_PREFIX} printable characters without spaces, got ${describe(kpE.value)}`);
     } else if (k !== undefined) keyPrefix = k;
   }
+  // Redis replicates after it answers: a write is acknowledged only once this many replicas hold it.
+  let replicas = 0;
+  const repE = by.get('replicas');
+  if (repE !== undefined) {
+    const v = scalarValue(repE.value);
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_REPLICAS) replicas = v;
+    else w.error(repE.value ?? repE.keyNode, ['store', 'replicas'], `expected a whole number from 0 to ${MAX_REPLICAS} (replicas that must confirm each write), got ${describe(repE.value)}`);
+  }
   if (address === null) {
-    if (passwordFile !== '' || kpE !== undefined) w.error(at, ['store'], 'password_file and key_prefix belong to a Redis store: give store.redis too');
+    if (passwordFile !== '' || kpE !== undefined || repE !== undefined) w.error(at, ['store'], 'password_file, key_prefix and replicas belong to a Redis store: give store.redis too');
     return { redis: null };
   }
-  return { redis: { url, address, passwordFile, keyPrefix } };
+  return { redis: { url, address, passwordFile, keyPrefix, replicas } };
 }

@@ -83,7 +83,7 @@ export interface Rules {
    * stateDir; otherwise a Redis server (or the primary its Sentinels name) that several cidlock
    * hosts share. url is as written (it never holds a password); passwordFile is absolute or "".
    */
-  readonly store: { readonly redis: null | { readonly url: string; readonly address: RedisAddress; readonly passwordFile: string; readonly keyPrefix: string } };
+  readonly store: { readonly redis: null | { readonly url: string; readonly address: RedisAddress; readonly passwordFile: string; readonly keyPrefix: string; readonly replicas: number } };
   /**
    * apiKey: the key written in the rules file, or "" to use apiKeyFile (created with a random key
    * on first use). Dovecot must always send one.
