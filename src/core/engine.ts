@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { EventSink } from '../alerts/events.js';
 import { decide, type Decision } from './decide.js';
@@ -11,6 +12,7 @@ import type { Registry, RegistryChange } from './registry/registry.js';
 import type { AuthRequest } from './request.js';
 import { effectivePolicy } from './rules/resolve.js';
 import type { LimitAction, Rules } from './rules/types.js';
+import type { SharedEvent, SharedState } from './shared-state.js';
 import { createVouchStore, type VouchStore } from './vouches.js';
 
 export interface FailureInfo {
@@ -50,6 +52,13 @@ export interface Engine {
    */
   decide(req: AuthRequest, opts?: { replaces?: Decision }): Decision;
   /**
+   * The same decision, for adapters that can wait a little: with other hosts sharing the state
+   * (Redis), a vouch given on another host that has not reached this one yet is fetched, and a
+   * learn slot is claimed for all hosts, so two hosts never admit the last one at once. Without
+   * shared state, or while it is unreachable, it is `decide`.
+   */
+  decideLogin(req: AuthRequest, opts?: { replaces?: Decision }): Promise<Decision>;
+  /**
    * A mail transaction of an SMTP session that already authenticated (Postfix's policy service at
    * MAIL or RCPT). Decided like a login; an allowed proven device vouches at once, a refusal counts
    * as a failed attempt, since Postfix reports neither.
@@ -82,6 +91,8 @@ export interface EngineOptions {
   vouches?: VouchStore;
   events?: EventSink;
   metrics?: Metrics;
+  /** The state other cidlock hosts share with this one; absent: this host alone. */
+  shared?: SharedState;
 }
 
 /** Long enough to cover STARTTLS, EHLO and AUTH of one SMTP connection; short enough not to leak to the next. */
@@ -94,6 +105,20 @@ const LEARN_SLOT_MS = 120_000;
 /** An SMTP login Dovecot SASL asked about, and the mail transactions Postfix then checks, are counted as one decision. */
 const SMTP_SESSION_MS = 10 * 60_000;
 const MAX_TRACKED = 100_000;
+/**
+ * A learned device's slot stays claimed this long after its registration was written, for all
+ * hosts: the others read the registration from the store within this time, and until then the
+ * slot still counts it.
+ */
+const SLOT_SETTLE_MS = 5_000;
+/** A user in learn mode has a handful of devices; a claim names at most this many. */
+const MAX_CLAIM_DEVICES = 64;
+
+/**
+ * Dovecot's password hash tag, hashed again: the same guess is still recognised on every host,
+ * and what crosses to other hosts is no longer Dovecot's value.
+ */
+const guessKey = (tag: string): string => createHash('sha256').update(tag).digest('hex').slice(0, 16);
 
 const LATENCY_BUCKETS = [0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
@@ -152,6 +177,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const inFlight = new Set<Promise<void>>();
   const slotOf = new WeakMap<Decision, { user: string; slot: string }>();
   const defences = createDefences({ limits: rules.limits, counters: rules.counters, alertWindowMs: rules.alerts.unknownDevice.windowMs });
+  const shared = opts.shared;
 
   const m = opts.metrics;
   const decisionsTotal = m?.counter('decisions_total', 'Login decisions (an SMTP login and the mail transactions Postfix checks for it count once)', ['protocol', 'action', 'mode', 'reason']);
@@ -163,6 +189,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const learnedTotal = m?.counter('devices_learned_total', 'Devices registered by learn mode', ['status']);
   const writeErrors = m?.counter('registry_write_errors_total', 'Registry writes that failed (disk full, read-only)');
   const revokedTotal = m?.counter('vouches_revoked_total', 'Vouches dropped because the device that gave them was removed');
+  const sharedReceived = m?.counter('shared_events_received_total', 'Vouches, failures and refusals other hosts reported', ['kind']);
   if (m !== undefined) {
     m.gaugeFn('registry_users', 'Users in the device registry', () => registry.size().users);
     m.gaugeFn('registry_devices', 'Devices in the device registry', () => registry.size().devices);
@@ -178,6 +205,17 @@ export function createEngine(opts: EngineOptions): Engine {
       ? vouches.dropDevices(change.user, change.hashes)
       : vouches.prune((user, hash) => registry.hasDevice(user, hash));
     if (dropped > 0) revokedTotal?.inc(undefined, dropped);
+  });
+
+  // Other hosts' news, applied to this host's copy as if seen here, but announced nowhere: the
+  // host that saw it raised its events and alerts.
+  shared?.onEvent((e: SharedEvent) => {
+    const t = now();
+    sharedReceived?.inc({ kind: e.kind });
+    if (e.kind === 'vouch') vouches.add(e.user, e.remote, e.vouch, e.ttlMs);
+    else if (e.kind === 'failure') {
+      if (rules.limits.length > 0 && rules.defences.mode !== 'off') defences.recordFailure({ user: e.user, remote: e.remote, ...(e.guess ? { pwhash: e.guess } : {}) }, t);
+    } else defences.recordRefusal(e.user, e.refusal, e.unknown, t);
   });
 
   const knownProven = (d: Decision) => d.reason === 'registered_device' || d.reason === 'vouched' || d.reason === 'learning';
@@ -222,15 +260,22 @@ export function createEngine(opts: EngineOptions): Engine {
     const shown = d.evidence.find((e) => e.status === 'unregistered');
     const deviceType = shown === undefined ? undefined : shown.kind === 'cid' ? req.cid?.type : 'cert';
     const extra = { ...(shown?.device ? { device: shown.device } : {}), ...(deviceType ? { device_type: deviceType } : {}), ...(req.clientName ? { client_name: req.clientName } : {}) };
-    const count = defences.recordRefusal(req.user, { at: new Date(t).toISOString(), protocol: req.protocol, remote: req.remote, reason: d.reason, refused: d.action !== 'allow', ...extra }, unknown, t);
+    const refusal = { at: new Date(t).toISOString(), protocol: req.protocol, remote: req.remote, reason: d.reason, refused: d.action !== 'allow', ...extra };
+    const count = defences.recordRefusal(req.user, refusal, unknown, t);
+    shared?.publish({ kind: 'refusal', user: req.user, refusal, unknown, at: t });
     if (!unknown) return;
     const base = { user: req.user, remote: req.remote, ...extra };
     events.emit({ event: 'unknown_device_refused', protocol: req.protocol, ...base });
     const alert = rules.alerts.unknownDevice;
     if (count >= alert.attempts && !alerted.has(req.user)) {
       alerted.set(req.user, true);
-      alertsTotal?.inc();
-      events.emit({ event: 'unknown_device', attempts: count, window: formatDuration(alert.windowMs), ...base });
+      const raise = () => {
+        alertsTotal?.inc();
+        events.emit({ event: 'unknown_device', attempts: count, window: formatDuration(alert.windowMs), ...base });
+      };
+      // One host raises it for the window; without the others' answer, this one does.
+      if (shared?.up) void shared.claimAlert(req.user, alert.windowMs).then((mine) => { if (mine !== false) raise(); });
+      else raise();
     }
   };
 
@@ -241,16 +286,19 @@ export function createEngine(opts: EngineOptions): Engine {
     logger.log(refused ? 'warn' : 'info', 'decision', decisionRecord(req, d));
   };
 
-  const releaseSlot = (d: Decision | undefined): void => {
+  /** `keepMs`: how long other hosts still count the slot (a registration they have yet to read). */
+  const releaseSlot = (d: Decision | undefined, keepMs = 0): void => {
     const s = d === undefined ? undefined : slotOf.get(d);
-    if (s !== undefined) learnSlots.release(s.user, s.slot);
+    if (s === undefined) return;
+    learnSlots.release(s.user, s.slot);
+    if (shared !== undefined && !s.slot.startsWith('unkeyed:')) shared.releaseSlot(s.user, s.slot, keepMs);
   };
 
   /** Everything a decision goes through, login or transaction; `counted` says whether it is a new login for the metrics. */
-  const run = (req: AuthRequest, counted: boolean): Decision => {
+  const run = (req: AuthRequest, counted: boolean, learning: (user: string, slot: string) => number = learnSlots.others): Decision => {
     const start = performance.now();
     const t = now();
-    const d = decide(req, { rules, registry, vouches, now: t, learning: learnSlots.others });
+    const d = decide(req, { rules, registry, vouches, now: t, learning });
     applyLimits(req, d, t);
     if (d.learn !== undefined) {
       const l = d.learn;
@@ -278,7 +326,9 @@ export function createEngine(opts: EngineOptions): Engine {
     const vouch = (device: { id: string; hash: string }) => {
       if (req.remote === null) return;
       const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
-      vouches.add(req.user, req.remote, { at: now(), device: device.id, hash: device.hash }, ttl);
+      const v = { at: now(), device: device.id, hash: device.hash };
+      vouches.add(req.user, req.remote, v, ttl);
+      if (ttl > 0) shared?.publish({ kind: 'vouch', user: req.user, remote: req.remote, vouch: v, ttlMs: ttl });
     };
     if (d.proven !== undefined) vouch(d.proven);
     const learn = d.learn;
@@ -306,7 +356,7 @@ export function createEngine(opts: EngineOptions): Engine {
         logger.log('error', 'registry_write_failed', { user: req.user, error: (err as Error).message });
       })
       .finally(() => {
-        releaseSlot(d);
+        releaseSlot(d, SLOT_SETTLE_MS);
         inFlight.delete(p);
       });
     inFlight.add(p);
@@ -318,7 +368,10 @@ export function createEngine(opts: EngineOptions): Engine {
     releaseSlot(info.decision);
     failuresTotal?.inc({ protocol: req.protocol, refused_by_cidlock: info.policyReject ? 'yes' : 'no' });
     if (rules.limits.length === 0 || rules.defences.mode === 'off') return;
-    const hits = defences.recordFailure({ user: req.user, remote: req.remote, ...(req.guessTag ? { pwhash: req.guessTag } : {}) }, now());
+    const guess = req.guessTag ? guessKey(req.guessTag) : undefined;
+    const t = now();
+    const hits = defences.recordFailure({ user: req.user, remote: req.remote, ...(guess ? { pwhash: guess } : {}) }, t);
+    shared?.publish({ kind: 'failure', user: req.user, remote: req.remote, ...(guess ? { guess } : {}), at: t });
     for (const h of hits) {
       limitsTotal?.inc({ rule: h.rule.path });
       events.emit({ event: 'limit_triggered', rule: h.rule.path, key: h.rule.key, subject: h.subject, count: Math.round(h.count), then: describeAction(h.action) });
@@ -330,21 +383,53 @@ export function createEngine(opts: EngineOptions): Engine {
     return seen !== undefined && now() - seen.at <= CERT_MEMORY_MS ? seen.fps : [];
   };
 
+  // SMTP AUTH through Dovecot SASL carries no certificate; Postfix saw it at EHLO.
+  const withCertificate = (req: AuthRequest): AuthRequest => {
+    if ((req.protocol === 'smtp' || req.protocol === 'submission') && req.remote !== null && req.certFingerprints.length === 0) {
+      const fps = recentCertificate(req.remote);
+      if (fps.length > 0) return { ...req, certFingerprints: fps };
+    }
+    return req;
+  };
+
+  const decideNow = (req: AuthRequest, o?: { replaces?: Decision }, learning?: (user: string, slot: string) => number): Decision => {
+    if (o?.replaces !== undefined) releaseSlot(o.replaces);
+    const d = run(withCertificate(req), true, learning);
+    if (req.protocol === 'smtp' && req.remote !== null) smtpLogins.set(`${req.user}\0${req.remote}`, now());
+    return d;
+  };
+
   return {
     get rules() { return rules; },
     registry,
     vouches,
     defences,
     stats,
-    decide(req, o) {
-      if (o?.replaces !== undefined) releaseSlot(o.replaces);
-      // SMTP AUTH through Dovecot SASL carries no certificate; Postfix saw it at EHLO.
-      if ((req.protocol === 'smtp' || req.protocol === 'submission') && req.remote !== null && req.certFingerprints.length === 0) {
-        const fps = recentCertificate(req.remote);
-        if (fps.length > 0) req = { ...req, certFingerprints: fps };
+    decide: (req, o) => decideNow(req, o),
+    async decideLogin(req, o) {
+      if (shared === undefined || !shared.up) return decideNow(req, o);
+      const r = withCertificate(req);
+      // What this host alone would decide, counted nowhere: whether asking the others can matter.
+      const alone = () => decide(r, { rules, registry, vouches, now: now(), learning: learnSlots.others });
+      let pre = alone();
+      if ((pre.action !== 'allow' || pre.would_reject) && r.remote !== null && vouches.get(r.user, r.remote) === undefined) {
+        const got = await shared.fetchVouch(r.user, r.remote);
+        if (got !== null) {
+          vouches.add(r.user, r.remote, got.vouch, got.untilMs - got.vouch.at);
+          pre = alone();
+        }
       }
-      const d = run(req, true);
-      if (req.protocol === 'smtp' && req.remote !== null) smtpLogins.set(`${req.user}\0${req.remote}`, now());
+      let learning: ((user: string, slot: string) => number) | undefined;
+      let claimed: string | undefined;
+      const l = pre.learn;
+      if (l !== undefined && !l.slot.startsWith('unkeyed:')) {
+        const registered = registry.devices(r.user).slice(0, MAX_CLAIM_DEVICES).map((d) => d.hash);
+        const c = await shared.claimSlot(r.user, l.slot, l.maxDevices, registered, LEARN_SLOT_MS);
+        if (c !== null && !c.reserved) learning = () => c.others; // the others hold the slots: refused as full
+        else if (c !== null) claimed = l.slot;
+      }
+      const d = decideNow(req, o, learning);
+      if (claimed !== undefined && d.learn?.slot !== claimed) shared.releaseSlot(r.user, claimed, 0);
       return d;
     },
     checkTransaction(req) {

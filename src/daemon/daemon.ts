@@ -6,6 +6,7 @@ import type { Logger } from '../core/log.js';
 import { createMetrics, type Metrics } from '../core/metrics.js';
 import { openStore } from '../core/registry/open-store.js';
 import { redisDurabilityWarnings } from '../core/registry/redis-durability.js';
+import { redisSharedState } from './shared-redis.js';
 import { openRegistry } from '../core/registry/registry.js';
 import { loadRulesFile } from '../core/rules/load.js';
 import { formatRulesIssue, type ListenAddress, type ListenerName, type Rules } from '../core/rules/types.js';
@@ -71,13 +72,21 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     },
   });
   let registry;
+  let shared: ReturnType<typeof redisSharedState> | undefined;
   try {
+    // Hosts that share a store share the CID key from the start: a learn slot is then named by
+    // the keyed hash on every host, never by a stand-in made of the raw CID.
+    if (opened.redis !== null) await opened.store.secret(true);
     registry = await openRegistry(opened.store, { create: true });
+    if (opened.redis !== null && opened.subscribe !== undefined) {
+      shared = redisSharedState({ client: opened.redis, subscribe: opened.subscribe, keyPrefix: opened.keyPrefix, logger, metrics });
+      await shared.start();
+    }
   } catch (err) {
     await opened.close();
     throw err;
   }
-  const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics });
+  const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics, ...(shared ? { shared } : {}) });
   const reloads = metrics.counter('rules_reloads_total', 'Rules reloads by result', ['result']);
   metrics.gaugeFn('rules_loaded_timestamp_seconds', 'When the rules in force were loaded', () => loadedAt / 1000);
   let loadedAt = Date.now();
@@ -240,6 +249,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       // Registrations learn mode started are written before the process goes.
       await engine.idle();
       await outputs.close();
+      await shared?.stop();
       await opened.close();
     },
   };

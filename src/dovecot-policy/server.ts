@@ -49,7 +49,7 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
     send(res, status, { error: reason }, close);
   };
 
-  const handle = (req: IncomingMessage, res: ServerResponse, raw: Buffer) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse, raw: Buffer): Promise<void> => {
     const command = commandFromPath(req.url ?? '/');
     if (command === null) return bad(req, res, 404, 'expected ?command=allow or ?command=report');
     let body: unknown;
@@ -82,12 +82,12 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
       // actually logged into decides, after the password check, with the same reply as a wrong one.
       p.afterAuthSeen = true;
       if (p.account !== t.request.user) {
-        p.decision = engine.decide({ ...t.request, stage: 'after_auth' }, { replaces: p.decision });
+        p.decision = await engine.decideLogin({ ...t.request, stage: 'after_auth' }, { replaces: p.decision });
         p.account = t.request.user;
       }
       return send(res, 200, answerFor(p.decision));
     }
-    const decision = engine.decide(t.request);
+    const decision = await engine.decideLogin(t.request);
     pending.set(key, { decision, account: t.request.user, afterAuthSeen: false });
     send(res, 200, answerFor(decision));
   };
@@ -133,12 +133,10 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
       });
       req.on('end', () => {
         if (over) return;
-        try {
-          handle(req, res, Buffer.concat(chunks, size));
-        } catch (err) {
+        handle(req, res, Buffer.concat(chunks, size)).catch((err: unknown) => {
           logger.log('error', 'dovecot_internal_error', { error: (err as Error).message });
           if (!res.headersSent) send(res, 500, { error: 'internal error' });
-        }
+        });
       });
     },
   );

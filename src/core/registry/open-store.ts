@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createRedisClient, createRedisSubscriber } from '../../redis/client.js';
-import type { RedisAddress, RedisClient, RedisState } from '../../redis/types.js';
+import type { RedisAddress, RedisClient, RedisState, RedisSubscriber } from '../../redis/types.js';
 import type { Rules } from '../rules/types.js';
 import { fileStore } from './file-store.js';
 import { redisStore } from './redis-store.js';
@@ -18,6 +18,10 @@ export interface OpenedStore {
   redis: RedisClient | null;
   /** Calls `onChange` when another host announces a registry change; a no-op for the file store, which is polled. */
   watch(onChange: () => void): Promise<() => Promise<void>>;
+  /** A shared store's pub/sub, for the state hosts share besides the registry; absent for the file store. */
+  subscribe?: (channel: string, onMessage: (message: string) => void) => Promise<() => Promise<void>>;
+  /** The shared store's key prefix ("" for the file store). */
+  keyPrefix: string;
   close(): Promise<void>;
 }
 
@@ -60,7 +64,7 @@ interface OpenOptions {
 
 export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<OpenedStore> {
   if (spec.kind === 'file') {
-    return { store: fileStore(spec.stateDir), redis: null, watch: async () => async () => {}, close: async () => {} };
+    return { store: fileStore(spec.stateDir), redis: null, keyPrefix: '', watch: async () => async () => {}, close: async () => {} };
   }
   const r = spec;
   const password = r.passwordFile === '' ? undefined : readPasswordFile(r.passwordFile, o.readFile);
@@ -89,22 +93,17 @@ export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<Open
     authFailed = undefined;
   }
   const store = redisStore(client, { url: r.url, keyPrefix: r.keyPrefix, replicas: r.replicas });
-  const subscribers: Array<() => Promise<void>> = [];
+  // One pub/sub connection for every channel this process listens to, made on first use.
+  let sub: RedisSubscriber | undefined;
+  const subscribe = (channel: string, onMessage: (message: string) => void) => (sub ??= createRedisSubscriber(base)).subscribe(channel, onMessage);
   return {
     store,
     redis: client,
-    async watch(onChange) {
-      const sub = createRedisSubscriber(base);
-      const off = await sub.subscribe(store.channel, () => onChange());
-      const stop = async () => {
-        await off().catch(() => {});
-        await sub.close();
-      };
-      subscribers.push(stop);
-      return stop;
-    },
+    keyPrefix: r.keyPrefix,
+    subscribe,
+    watch: (onChange) => subscribe(store.channel, () => onChange()),
     async close() {
-      await Promise.all(subscribers.map((s) => s()));
+      await sub?.close();
       await client.close();
     },
   };

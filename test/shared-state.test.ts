@@ -1,0 +1,164 @@
+// Two daemons sharing one Redis act as one host towards Dovecot: a device proven on one vouches
+// on the other, failures seen by both add up to one limit, learn mode admits exactly max_devices
+// across both, and an unknown-device alert is raised once. Each daemon has its own connections,
+// so everything between them crosses real sockets and a real Redis.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jsonLogger } from '../src/core/log.js';
+import { loadRulesFile } from '../src/core/rules/load.js';
+import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
+import { parseSharedEvent } from '../src/daemon/shared-redis.js';
+import { post, TEST_DOVECOT_KEY } from './helpers/http.js';
+import { requireRedis, startRedis, type RedisInstance } from './helpers/redis.js';
+import { tempDir } from './helpers/tmp.js';
+
+const ready = requireRedis('shared-state');
+const check = ready ? test : test.skip;
+
+let redis: RedisInstance;
+type Log = Record<string, unknown>;
+interface Host { d: Daemon; port: number; logs: Log[] }
+let a: Host;
+let b: Host;
+let prefixes = 0;
+const started: Daemon[] = [];
+
+const RULES = (port: number, prefix: string, extra: string) => [
+  'listen: { admin: off, dovecot: 127.0.0.1:0, postfix: off, socketmap: off }',
+  `dovecot: { api_key: "${TEST_DOVECOT_KEY}" }`,
+  `store: { redis: "redis://127.0.0.1:${port}/0", key_prefix: "${prefix}" }`,
+  'log: { decisions: all }',
+  extra,
+].join('\n');
+
+async function startHost(prefix: string, extra: string): Promise<Host> {
+  const dir = tempDir();
+  const cfg = join(dir, 'cidlock.yaml');
+  writeFileSync(cfg, RULES(redis.port, prefix, extra));
+  const r = loadRulesFile(cfg);
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  const logs: Log[] = [];
+  const d = await startDaemon({ rules: r.rules, logger: jsonLogger((l) => logs.push(JSON.parse(l))) });
+  started.push(d);
+  return { d, port: Number(d.addresses.dovecot!.split(':')[1]), logs };
+}
+
+/** Both hosts on a fresh key prefix: each test starts from an empty shared state. */
+async function pair(extra: string): Promise<void> {
+  const prefix = `s${++prefixes}:`;
+  a = await startHost(prefix, extra);
+  b = await startHost(prefix, extra);
+}
+
+let session = 0;
+const body = (user: string, remote: string, o: { cid?: string; protocol?: string } = {}) => ({
+  login: user, protocol: o.protocol ?? 'imap', remote, tls: true, session_id: `sess${++session}`,
+  ...(o.cid ? { device_id: `"clientid" "UUID ${o.cid}"` } : {}),
+});
+const allow = async (h: Host, b0: object) => JSON.parse((await post(h.port, '/?command=allow', JSON.stringify(b0))).body) as { status: number };
+const report = (h: Host, b0: object, success: boolean) => post(h.port, '/?command=report', JSON.stringify({ ...b0, success, policy_reject: false }));
+const until = async (what: string, f: () => boolean | Promise<boolean>, ms = 3000) => {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+const decisions = (h: Host, user: string) => h.logs.filter((l) => l.event === 'decision' && l.user === user);
+
+test.before(async () => {
+  if (!ready) return;
+  redis = await startRedis({ dir: tempDir('cidlock-redis-'), appendonly: true, appendfsync: 'always' });
+});
+
+test.after.each(async () => {
+  await Promise.all(started.splice(0).map((d) => d.close()));
+});
+
+test.after(async () => {
+  await redis?.stop();
+});
+
+check('a device proven on host A vouches for its address on host B, for POP3 and SMTP AUTH; not from elsewhere', async () => {
+  await pair('policy: { mode: enforce }');
+  await a.d.engine.registry.add('alice@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'alice-laptop' }, label: 'laptop' }, 'admin');
+  await until('B reads the device', () => b.d.engine.registry.deviceCount('alice@example.com') === 1);
+  const imap = body('alice@example.com', '198.51.100.7', { cid: 'alice-laptop' });
+  assert.is((await allow(a, imap)).status, 0);
+  await report(a, imap, true);
+  // Straight away, as a client opening its next connection would: through B.
+  assert.is((await allow(b, body('alice@example.com', '198.51.100.7', { protocol: 'pop3' }))).status, 0);
+  assert.is((await allow(b, body('alice@example.com', '198.51.100.7', { protocol: 'smtp' }))).status, 0);
+  const vouched = decisions(b, 'alice@example.com').filter((l) => l.reason === 'vouched');
+  assert.is(vouched.length, 2, JSON.stringify(decisions(b, 'alice@example.com')));
+  assert.is((await allow(b, body('alice@example.com', '203.0.113.9', { protocol: 'pop3' }))).status, -1, 'another address is not vouched for');
+  // A removal through B revokes A's vouch on both hosts.
+  const [dev] = b.d.engine.registry.devices('alice@example.com');
+  await b.d.engine.registry.remove('alice@example.com', { id: dev!.id });
+  await until('A drops the vouch', async () => (await allow(a, body('alice@example.com', '198.51.100.7', { protocol: 'pop3' }))).status === -1);
+});
+
+check('failures reported to A and to B add up to one address limit, enforced on both', async () => {
+  await pair('policy: { mode: monitor }\nlimits:\n  - { key: address, failures: 6, window: 10m, then: reject 1h }');
+  for (let i = 0; i < 6; i++) {
+    const h = i % 2 === 0 ? a : b;
+    const x = body(`user${i}@example.com`, '192.0.2.66');
+    assert.is((await allow(h, x)).status, 0);
+    await report(h, x, false);
+  }
+  // Three on each: neither alone reached six.
+  for (const h of [a, b]) {
+    await until('the limit holds on this host', async () => (await allow(h, body('victim@example.com', '192.0.2.66'))).status === -1);
+    const last = decisions(h, 'victim@example.com').at(-1)!;
+    assert.is(last.reason, 'limit');
+  }
+  assert.is((await allow(a, body('victim@example.com', '192.0.2.67'))).status, 0, 'another address is not limited');
+  // One limit_triggered between both hosts (the host whose failure crossed it says so).
+  const triggered = [...a.logs, ...b.logs].filter((l) => l.event === 'limit_triggered');
+  assert.ok(triggered.length >= 1 && triggered.length <= 2, JSON.stringify(triggered));
+});
+
+check('learn mode with max_devices 1, hit through both hosts at once: exactly one device admitted and registered', async () => {
+  await pair('policy: { mode: monitor }\nusers:\n  lena@example.com: { mode: learn, learn: { max_devices: 1 } }');
+  const tries = Array.from({ length: 8 }, (_, i) => ({ h: i % 2 === 0 ? a : b, x: body('lena@example.com', `198.51.100.${20 + i}`, { cid: `lena-${i}` }) }));
+  const answers = await Promise.all(tries.map((t) => allow(t.h, t.x)));
+  const admitted = tries.filter((_, i) => answers[i]!.status === 0);
+  assert.is(admitted.length, 1, JSON.stringify(answers));
+  await Promise.all(tries.map((t, i) => report(t.h, t.x, answers[i]!.status === 0)));
+  await until('the device is registered and both hosts know it', () => a.d.engine.registry.deviceCount('lena@example.com') === 1 && b.d.engine.registry.deviceCount('lena@example.com') === 1);
+  await a.d.engine.idle();
+  await b.d.engine.idle();
+  // And after it: another new device is refused on both hosts, the learned one admitted.
+  assert.is((await allow(a, body('lena@example.com', '198.51.100.90', { cid: 'lena-new' }))).status, -1);
+  assert.is((await allow(b, body('lena@example.com', '198.51.100.91', { cid: 'lena-new2' }))).status, -1);
+  const learned = tries[answers.findIndex((r) => r.status === 0)]!;
+  assert.is((await allow(learned.h === a ? b : a, { ...learned.x, session_id: 'again' })).status, 0);
+});
+
+check('unknown-device refusals seen by A and B add up to one alert, raised once', async () => {
+  await pair('policy: { mode: enforce }\nalerts: { unknown_device: { attempts: 4, window: 1h } }');
+  await a.d.engine.registry.add('olga@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'olga-phone' } }, 'admin');
+  for (let i = 0; i < 6; i++) assert.is((await allow(i % 2 === 0 ? a : b, body('olga@example.com', `203.0.113.${i}`, { cid: `thief-${i}` }))).status, -1);
+  await until('an alert', () => [...a.logs, ...b.logs].some((l) => l.event === 'unknown_device'));
+  await new Promise((r) => setTimeout(r, 200));
+  const alerts = [...a.logs, ...b.logs].filter((l) => l.event === 'unknown_device');
+  assert.is(alerts.length, 1, JSON.stringify(alerts));
+  // Both hosts list every refusal for "was this you?".
+  for (const h of [a, b]) assert.is(h.d.engine.defences.recentRefusals('olga@example.com').length, 6);
+});
+
+test('events from the channel are checked field by field; anything else is dropped', () => {
+  const vouch = { host: 'h1', kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 };
+  assert.equal(parseSharedEvent(JSON.stringify(vouch)), { host: 'h1', event: { kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 } });
+  assert.is(parseSharedEvent(JSON.stringify({ ...vouch, vouch: { at: 'x' } })), null);
+  assert.is(parseSharedEvent(JSON.stringify({ ...vouch, kind: 'grant' })), null);
+  assert.is(parseSharedEvent('not json'), null);
+  assert.is(parseSharedEvent(JSON.stringify({ ...vouch, user: 'x'.repeat(9000) })), null);
+  const failure = { host: 'h', kind: 'failure', user: 'u', remote: null, at: 5, guess: 'g' };
+  assert.equal(parseSharedEvent(JSON.stringify(failure))?.event, { kind: 'failure', user: 'u', remote: null, guess: 'g', at: 5 });
+  assert.is(parseSharedEvent(JSON.stringify({ ...failure, guess: 7 })), null);
+});
+
+test.run();
