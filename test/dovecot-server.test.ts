@@ -257,7 +257,7 @@ test('answers: delays are capped well below Dovecot\'s auth timeout', () => {
   assert.equal(answerFor({ ...base, action: 'delay', seconds: 5 }), { status: 5 });
   assert.equal(answerFor({ ...base, action: 'delay', seconds: 9999 }), { status: MAX_DELAY_SECONDS });
   assert.equal(answerFor({ ...base, action: 'delay', seconds: 0 }), { status: 1 });
-  assert.equal(answerFor({ ...base, action: 'allow', would_reject: true }), { status: 0 });
+  assert.equal(answerFor({ ...base, action: 'allow', would_reject: true } as Decision), { status: 0 });
 });
 
 test('a passdb that renames the account: the after-auth call decides for the account actually logged into', async () => {

@@ -149,6 +149,34 @@ check('unknown-device refusals seen by A and B add up to one alert, raised once'
   for (const h of [a, b]) assert.is(h.d.engine.defences.recentRefusals('olga@example.com').length, 6);
 });
 
+check('before-auth on A and after-auth on B are one login: answered alike, counted once; a renamed account is decided on B', async () => {
+  await pair('policy: { mode: enforce }\nusers:\n  nina@example.com: { mode: learn, learn: { max_devices: 2 } }');
+  await a.d.engine.registry.add('max@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'max-phone' } }, 'admin');
+  await until('B reads the device', () => b.d.engine.registry.deviceCount('max@example.com') === 1);
+  const count = (h: Host) => h.d.engine.stats.decisions;
+  const [a0, b0] = [count(a), count(b)];
+  // Refused before auth on A: B's after-auth call of the same login is refused alike, uncounted.
+  const thief = body('max@example.com', '203.0.113.50', { cid: 'not-max' });
+  assert.is((await allow(a, thief)).status, -1);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is((await allow(b, thief)).status, -1);
+  // Allowed on A (learn): B answers the after-auth call alike, and the success report to B registers the device.
+  const phone = body('nina@example.com', '198.51.100.60', { cid: 'nina-phone' });
+  assert.is((await allow(a, phone)).status, 0);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is((await allow(b, phone)).status, 0);
+  assert.is(count(a) - a0, 2, 'A decided both logins');
+  assert.is(count(b) - b0, 0, 'B counted neither after-auth call');
+  await report(b, phone, true);
+  await until('the device is learned', () => a.d.engine.registry.deviceCount('nina@example.com') === 1);
+  // The passdb renamed the account: B decides the after-auth call for the account logged into.
+  const renamed = { ...body('max@example.com', '198.51.100.61', { cid: 'max-phone' }), orig_user: 'max' };
+  assert.is((await allow(a, renamed)).status, 0);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is((await allow(b, { ...renamed, login: 'nobody-else@example.com' })).status, -1, 'an account with no device of this CID is refused after auth');
+  assert.is(count(b) - b0, 1);
+});
+
 test('events from the channel are checked field by field; anything else is dropped', () => {
   const vouch = { host: 'h1', kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 };
   assert.equal(parseSharedEvent(JSON.stringify(vouch)), { host: 'h1', event: { kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 } });
@@ -159,6 +187,9 @@ test('events from the channel are checked field by field; anything else is dropp
   const failure = { host: 'h', kind: 'failure', user: 'u', remote: null, at: 5, guess: 'g' };
   assert.equal(parseSharedEvent(JSON.stringify(failure))?.event, { kind: 'failure', user: 'u', remote: null, guess: 'g', at: 5 });
   assert.is(parseSharedEvent(JSON.stringify({ ...failure, guess: 7 })), null);
+  const login = { host: 'h', kind: 'login', key: 'k', account: 'a@b.c', action: 'delay', seconds: 5, message: '' };
+  assert.equal(parseSharedEvent(JSON.stringify(login))?.event, { kind: 'login', key: 'k', account: 'a@b.c', action: 'delay', seconds: 5, message: '' });
+  assert.is(parseSharedEvent(JSON.stringify({ ...login, action: 'permit' })), null);
 });
 
 test.run();

@@ -210,12 +210,13 @@ export function createEngine(opts: EngineOptions): Engine {
   // Other hosts' news, applied to this host's copy as if seen here, but announced nowhere: the
   // host that saw it raised its events and alerts.
   shared?.onEvent((e: SharedEvent) => {
+    if (e.kind === 'login') return; // the Dovecot adapter's
     const t = now();
     sharedReceived?.inc({ kind: e.kind });
     if (e.kind === 'vouch') vouches.add(e.user, e.remote, e.vouch, e.ttlMs);
     else if (e.kind === 'failure') {
       if (rules.limits.length > 0 && rules.defences.mode !== 'off') defences.recordFailure({ user: e.user, remote: e.remote, ...(e.guess ? { pwhash: e.guess } : {}) }, t);
-    } else defences.recordRefusal(e.user, e.refusal, e.unknown, t);
+    } else if (e.kind === 'refusal') defences.recordRefusal(e.user, e.refusal, e.unknown, t);
   });
 
   const knownProven = (d: Decision) => d.reason === 'registered_device' || d.reason === 'vouched' || d.reason === 'learning';

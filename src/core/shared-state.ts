@@ -1,3 +1,4 @@
+import type { Action } from './decide.js';
 import type { Refusal } from './defences/defences.js';
 import type { Vouch } from './vouches.js';
 
@@ -9,7 +10,12 @@ import type { Vouch } from './vouches.js';
 export type SharedEvent =
   | { kind: 'vouch'; user: string; remote: string; vouch: Vouch; ttlMs: number }
   | { kind: 'failure'; user: string; remote: string | null; guess?: string; at: number }
-  | { kind: 'refusal'; user: string; refusal: Refusal; unknown: boolean; at: number };
+  | { kind: 'refusal'; user: string; refusal: Refusal; unknown: boolean; at: number }
+  /**
+   * A login decided before auth (Dovecot's first call): another host that gets its after-auth
+   * call answers alike and counts nothing. `key` is a hash of the fields that pair the calls.
+   */
+  | { kind: 'login'; key: string; account: string; action: Action; seconds?: number; message: string };
 
 /** A learn slot claimed for all hosts, or refused because `others` slots (and the registered devices) fill max_devices. */
 export type SlotClaim = { reserved: true } | { reserved: false; others: number };

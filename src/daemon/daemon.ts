@@ -138,7 +138,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
         }),
         rulesLoadedAt: () => loadedAt,
       }),
-      dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey }),
+      dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey, ...(shared ? { shared } : {}) }),
       postfix: () => createPolicyServer({ engine, logger }),
       socketmap: () => createSocketmapServer({ engine, logger }),
     };

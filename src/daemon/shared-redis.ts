@@ -58,15 +58,17 @@ export function parseSharedEvent(text: string): { host: string; event: SharedEve
   } catch {
     return null;
   }
-  if (typeof o !== 'object' || o === null || !str(o.host) || !str(o.user)) return null;
+  if (typeof o !== 'object' || o === null || !str(o.host)) return null;
+  const user = str(o.user) ? o.user : null;
+  if (user === null && o.kind !== 'login') return null;
   const remote = o.remote === null || str(o.remote) ? (o.remote as string | null) : undefined;
   switch (o.kind) {
     case 'vouch':
       if (!str(remote) || !isVouch(o.vouch) || !num(o.ttlMs)) return null;
-      return { host: o.host, event: { kind: 'vouch', user: o.user, remote, vouch: { at: o.vouch.at, device: o.vouch.device, hash: o.vouch.hash }, ttlMs: o.ttlMs } };
+      return { host: o.host, event: { kind: 'vouch', user: user!, remote, vouch: { at: o.vouch.at, device: o.vouch.device, hash: o.vouch.hash }, ttlMs: o.ttlMs } };
     case 'failure':
       if (remote === undefined || !num(o.at) || (o.guess !== undefined && !str(o.guess))) return null;
-      return { host: o.host, event: { kind: 'failure', user: o.user, remote, ...(str(o.guess) ? { guess: o.guess } : {}), at: o.at } };
+      return { host: o.host, event: { kind: 'failure', user: user!, remote, ...(str(o.guess) ? { guess: o.guess } : {}), at: o.at } };
     case 'refusal': {
       const r = o.refusal as Record<string, unknown> | null;
       if (typeof r !== 'object' || r === null || !str(r.at) || !str(r.protocol) || !str(r.reason) || typeof r.refused !== 'boolean' || typeof o.unknown !== 'boolean' || !num(o.at)) return null;
@@ -74,7 +76,12 @@ export function parseSharedEvent(text: string): { host: string; event: SharedEve
         at: r.at, protocol: r.protocol, remote: str(r.remote) ? r.remote : null, reason: r.reason, refused: r.refused,
         ...(str(r.device) ? { device: r.device } : {}), ...(str(r.device_type) ? { device_type: r.device_type } : {}), ...(str(r.client_name) ? { client_name: r.client_name } : {}),
       };
-      return { host: o.host, event: { kind: 'refusal', user: o.user, refusal, unknown: o.unknown, at: o.at } };
+      return { host: o.host, event: { kind: 'refusal', user: user!, refusal, unknown: o.unknown, at: o.at } };
+    }
+    case 'login': {
+      const action = o.action;
+      if (!str(o.key) || !str(o.account) || !str(o.message) || (action !== 'allow' && action !== 'reject' && action !== 'delay') || (o.seconds !== undefined && !num(o.seconds))) return null;
+      return { host: o.host, event: { kind: 'login', key: o.key, account: o.account, action, ...(num(o.seconds) ? { seconds: o.seconds } : {}), message: o.message } };
     }
     default:
       return null;

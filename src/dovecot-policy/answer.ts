@@ -11,7 +11,7 @@ export interface PolicyAnswer {
  * checked when asked before auth), N > 0 tarpits N seconds, 0 continues. An empty msg makes the
  * client see exactly the wrong-password reply.
  */
-export function answerFor(d: Decision): PolicyAnswer {
+export function answerFor(d: Pick<Decision, 'action' | 'seconds' | 'message'>): PolicyAnswer {
   switch (d.action) {
     case 'allow':
       return { status: 0 };

@@ -8,11 +8,16 @@ import type { DovecotBody } from './translate.js';
  * another one after the password check.
  */
 export interface Pending {
-  decision: Decision;
+  /** The decision, when this host made it; absent when another host did (`answer` is what it answered). */
+  decision?: Decision;
+  answer: LoginAnswer;
   /** The account the decision was made for. */
   account: string;
   afterAuthSeen: boolean;
 }
+
+/** What Dovecot was answered: all a host needs of another host's decision to answer its after-auth call alike. */
+export type LoginAnswer = Pick<Decision, 'action' | 'seconds' | 'message'>;
 
 const field = (v: unknown) => (typeof v === 'string' ? v : '');
 

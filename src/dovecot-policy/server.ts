@@ -1,10 +1,12 @@
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
+import type { SharedState } from '../core/shared-state.js';
 import { capConnections } from '../net/connection-cap.js';
 import { answerFor } from './answer.js';
 import { keyCheck } from './api-key.js';
-import { createPendingLogins, loginKey } from './pending.js';
+import { createPendingLogins, loginKey, type Pending } from './pending.js';
 import { commandFromPath, reportOutcome, translateDovecot, type DovecotBody } from './translate.js';
 
 export interface DovecotServerLimits {
@@ -38,10 +40,21 @@ function send(res: ServerResponse, status: number, body: unknown, close = false)
  * The HTTP server Dovecot's auth_policy_* settings talk to. A thin shell: parsing and decisions
  * live in translate.ts and the core; this file only moves bytes and bounds them.
  */
-export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiKey: () => string; limits?: Partial<DovecotServerLimits> }): Server {
+export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiKey: () => string; limits?: Partial<DovecotServerLimits>; shared?: SharedState }): Server {
   const { engine, logger } = opts;
   const limits = { ...DOVECOT_LIMITS, ...opts.limits };
   const pending = createPendingLogins();
+  // Logins other hosts decided before auth, by hashed key (the key holds the client's CID).
+  const remote = createPendingLogins();
+  const sharedKey = (key: string) => createHash('sha256').update(key).digest('base64url');
+  const takeRemote = (key: string): Pending | undefined => {
+    const k = sharedKey(key);
+    const p = remote.get(k);
+    if (p === undefined) return undefined;
+    remote.delete(k);
+    pending.set(key, p);
+    return p;
+  };
   const keyOk = keyCheck(opts.apiKey);
 
   const bad = (req: IncomingMessage, res: ServerResponse, status: number, reason: string, close = false) => {
@@ -62,35 +75,46 @@ export function createDovecotServer(opts: { engine: Engine; logger: Logger; apiK
     if (!t.ok) return bad(req, res, 400, t.error);
     const b = body as DovecotBody;
     const key = loginKey(b);
-    const p = pending.get(key);
+    const p = pending.get(key) ?? (opts.shared === undefined ? undefined : takeRemote(key));
 
     if (command === 'report') {
       // Answer first: Dovecot never reads it, and the report must not hold the connection.
       send(res, 200, {});
       pending.delete(key);
       const outcome = reportOutcome(b);
-      // A decision made for another account (the passdb renamed it, and no after-auth call came) says nothing about this one.
+      // A decision made for another account (the passdb renamed it, and no after-auth call came)
+      // says nothing about this one; one another host made is decided again here, uncounted.
       const decision = p !== undefined && p.account === t.request.user ? p.decision : undefined;
       if (outcome.success) engine.reportSuccess(t.request, decision);
-      else engine.reportFailure(t.request, { policyReject: outcome.policyReject, ...(p !== undefined ? { decision: p.decision } : {}) });
+      else engine.reportFailure(t.request, { policyReject: outcome.policyReject, ...(p?.decision !== undefined ? { decision: p.decision } : {}) });
       return;
     }
 
     if (p !== undefined && !p.afterAuthSeen) {
-      // The after-auth call of a login decided before auth: the same answer, counted once, unless
-      // the passdb named another account than the one decided on. Then the lock of the account
-      // actually logged into decides, after the password check, with the same reply as a wrong one.
+      // The after-auth call of a login decided before auth (here or on another host): the same
+      // answer, counted once, unless the passdb named another account than the one decided on.
+      // Then the lock of the account actually logged into decides, after the password check,
+      // with the same reply as a wrong one.
       p.afterAuthSeen = true;
       if (p.account !== t.request.user) {
-        p.decision = await engine.decideLogin({ ...t.request, stage: 'after_auth' }, { replaces: p.decision });
+        p.decision = await engine.decideLogin({ ...t.request, stage: 'after_auth' }, p.decision !== undefined ? { replaces: p.decision } : {});
+        p.answer = p.decision;
         p.account = t.request.user;
       }
-      return send(res, 200, answerFor(p.decision));
+      return send(res, 200, answerFor(p.answer));
     }
     const decision = await engine.decideLogin(t.request);
-    pending.set(key, { decision, account: t.request.user, afterAuthSeen: false });
+    pending.set(key, { decision, answer: decision, account: t.request.user, afterAuthSeen: false });
+    opts.shared?.publish({ kind: 'login', key: sharedKey(key), account: t.request.user, action: decision.action, ...(decision.seconds !== undefined ? { seconds: decision.seconds } : {}), message: decision.message });
     send(res, 200, answerFor(decision));
   };
+
+  // Another host decided a login before auth: its after-auth call may come here (a balancer).
+  opts.shared?.onEvent((e) => {
+    if (e.kind !== 'login') return;
+    const answer = { action: e.action, message: e.message, ...(e.seconds !== undefined ? { seconds: e.seconds } : {}) };
+    remote.set(e.key, { answer, account: e.account, afterAuthSeen: false });
+  });
 
   const server = createServer(
     {
