@@ -177,6 +177,34 @@ check('before-auth on A and after-auth on B are one login: answered alike, count
   assert.is(count(b) - b0, 1);
 });
 
+check('Redis unreachable: each host decides alone from its copy; learn mode refuses new devices (none could be registered), registered ones get in', async () => {
+  const own = await startRedis({ dir: tempDir('cidlock-redis-'), appendonly: true, appendfsync: 'always' });
+  const saved = redis;
+  redis = own;
+  try {
+    await pair('policy: { mode: enforce }\nusers:\n  paul@example.com: { mode: learn, learn: { max_devices: 3 } }');
+  } finally {
+    redis = saved;
+  }
+  await a.d.engine.registry.add('paul@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'paul-1' } }, 'admin');
+  await until('B reads the device', () => b.d.engine.registry.deviceCount('paul@example.com') === 1);
+  await own.kill9();
+  try {
+    await until('A sees Redis gone', () => a.logs.some((l) => l.event === 'store_connection' && l.state === 'down'));
+    assert.is((await allow(a, body('paul@example.com', '198.51.100.70', { cid: 'paul-1' }))).status, 0, 'the registered device');
+    assert.is((await allow(b, body('paul@example.com', '198.51.100.71', { cid: 'paul-new' }))).status, -1, 'a new device is not learned');
+    await until('B sees Redis gone', () => b.logs.some((l) => l.event === 'store_connection' && l.state === 'down'));
+    await allow(b, body('paul@example.com', '198.51.100.72', { cid: 'paul-new2' }));
+    const d = decisions(b, 'paul@example.com').at(-1)!;
+    assert.is(d.reason, 'unknown_device');
+    assert.match(String(d.why), /no device can be registered now: the shared store \(Redis\) is unreachable/);
+  } finally {
+    await own.restart();
+  }
+  await until('learning again', async () => (await allow(b, body('paul@example.com', '198.51.100.73', { cid: 'paul-new3' }))).status === 0, 10_000);
+  await own.stop();
+});
+
 test('events from the channel are checked field by field; anything else is dropped', () => {
   const vouch = { host: 'h1', kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 };
   assert.equal(parseSharedEvent(JSON.stringify(vouch)), { host: 'h1', event: { kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 } });

@@ -80,6 +80,12 @@ export interface DecideContext {
    * `slot`: they count against max_devices, so concurrent logins cannot admit more than it allows.
    */
   learning?: (user: string, slot: string) => number;
+  /**
+   * Why no device can be registered now (the shared store several hosts write to is unreachable),
+   * or undefined when one can. Learn mode then refuses new devices, as enforce would, rather than
+   * admit a device whose registration would be lost.
+   */
+  registryReadOnly?: string;
 }
 
 type Outcome = { allow: true; reason: Reason; rule: string; why: string } | { allow: false; reason: Reason; rule: string; why: string };
@@ -250,7 +256,9 @@ export function decide(req: AuthRequest, ctx: DecideContext): Decision {
       || `${unknownCid !== undefined ? `${unknownCid.type} device` : 'certificate'} first seen from ${req.remote ?? 'an unknown address'} on ${new Date(now).toISOString().slice(0, 10)}`;
     const canCid = unknownCid !== undefined && cidTls && accepted('cid');
     const canCert = unknownCert !== undefined && accepted('cert');
-    if (eff.learn.until !== null && now >= eff.learn.until) {
+    if (ctx.registryReadOnly !== undefined) {
+      learnNote = `; no device can be registered now: ${ctx.registryReadOnly}`;
+    } else if (eff.learn.until !== null && now >= eff.learn.until) {
       learnNote = `; learning ended at ${new Date(eff.learn.until).toISOString()} (${eff.sources['learn.until']!.path})`;
     } else if (count >= eff.learn.max_devices) {
       const pending = count - registry.deviceCount(req.user);

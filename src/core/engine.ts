@@ -219,6 +219,10 @@ export function createEngine(opts: EngineOptions): Engine {
     } else if (e.kind === 'refusal') defences.recordRefusal(e.user, e.refusal, e.unknown, t);
   });
 
+  // With a shared store, a learned device is registered there: while it is unreachable, none is.
+  const readOnly = (): { registryReadOnly?: string } =>
+    shared !== undefined && !shared.up ? { registryReadOnly: 'the shared store (Redis) is unreachable' } : {};
+
   const knownProven = (d: Decision) => d.reason === 'registered_device' || d.reason === 'vouched' || d.reason === 'learning';
 
   /**
@@ -299,7 +303,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const run = (req: AuthRequest, counted: boolean, learning: (user: string, slot: string) => number = learnSlots.others): Decision => {
     const start = performance.now();
     const t = now();
-    const d = decide(req, { rules, registry, vouches, now: t, learning });
+    const d = decide(req, { rules, registry, vouches, now: t, learning, ...readOnly() });
     applyLimits(req, d, t);
     if (d.learn !== undefined) {
       const l = d.learn;
@@ -322,7 +326,7 @@ export function createEngine(opts: EngineOptions): Engine {
   };
 
   const reportSuccess = (req: AuthRequest, decision?: Decision): void => {
-    const d = decision ?? decide(req, { rules, registry, vouches, now: now(), learning: learnSlots.others });
+    const d = decision ?? decide(req, { rules, registry, vouches, now: now(), learning: learnSlots.others, ...readOnly() });
     stats.successes++;
     const vouch = (device: { id: string; hash: string }) => {
       if (req.remote === null) return;
@@ -411,7 +415,7 @@ export function createEngine(opts: EngineOptions): Engine {
       if (shared === undefined || !shared.up) return decideNow(req, o);
       const r = withCertificate(req);
       // What this host alone would decide, counted nowhere: whether asking the others can matter.
-      const alone = () => decide(r, { rules, registry, vouches, now: now(), learning: learnSlots.others });
+      const alone = () => decide(r, { rules, registry, vouches, now: now(), learning: learnSlots.others, ...readOnly() });
       let pre = alone();
       if ((pre.action !== 'allow' || pre.would_reject) && r.remote !== null && vouches.get(r.user, r.remote) === undefined) {
         const got = await shared.fetchVouch(r.user, r.remote);
