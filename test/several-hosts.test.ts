@@ -34,7 +34,10 @@ function rulesFor(dir: string, port: number): string {
 }
 
 async function startHost(name: string): Promise<Host> {
-  const cfg = rulesFor(tempDir(`cidlock-${name}-`), redis.port);
+  return startHostWith(name, rulesFor(tempDir(`cidlock-${name}-`), redis.port));
+}
+
+async function startHostWith(name: string, cfg: string): Promise<Host> {
   const serve = startServe(cfg);
   const dovecot = Number((await serve.address('dovecot')).split(':')[1]);
   const admin = await serve.address('admin');
@@ -133,6 +136,32 @@ function hostsLogAfterDown(h: Host): boolean {
   const i = h.serve.lines.findIndex((l) => l.event === 'store_connection' && l.state === 'down');
   return i >= 0 && h.serve.lines.slice(i).some((l) => l.event === 'store_connection' && l.state === 'ready');
 }
+
+check('a host that starts while Redis is unreachable decides from its local copy, says so, and takes the store back when it returns', async () => {
+  const b = hosts[1]!;
+  assert.is(cidlock(['devices', 'add', 'carol@example.com', 'UUID carol-1', '-c', hosts[0]!.cfg]).status, 0);
+  await b.serve.waitFor((l) => l.event === 'registry_reloaded' && Number(l.devices) >= 3, 'B reads carol\'s device');
+  await b.serve.stop(); // a clean stop writes the local copy
+  hosts.splice(1, 1);
+  await redis.kill9();
+  let again: Host;
+  try {
+    again = await startHostWith('b2', b.cfg);
+    const line = await again.serve.waitFor((l) => l.event === 'registry_from_local_copy', 'the start from the copy');
+    assert.ok(Number(line.devices) >= 3, JSON.stringify(line));
+    assert.ok(await allowed(again, 'carol@example.com', 'carol-1', `s${++sessions}`), 'a device from the copy logs in');
+    assert.not.ok(await allowed(again, 'carol@example.com', 'carol-other', `s${++sessions}`));
+    const r = await httpGet(again.admin, '/readyz');
+    assert.is(r.status, 503);
+    assert.is(JSON.parse(r.body).registry_source, 'local copy');
+  } finally {
+    await redis.restart();
+  }
+  await again.serve.waitFor((l) => l.event === 'registry_reloaded' && l.rebuilt === true, 'the registry read from Redis again, whole', 10_000);
+  const r = await httpGet(again.admin, '/readyz');
+  assert.is(r.status, 200, r.body);
+  assert.is(JSON.parse(r.body).registry_source, 'store');
+});
 
 check('cidlock check names the store and warns about settings that lose acknowledged writes', async () => {
   const [a] = hosts as [Host];

@@ -5,6 +5,8 @@ import { createEngine, type Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { createMetrics, type Metrics } from '../core/metrics.js';
 import { openStore } from '../core/registry/open-store.js';
+import { LOCAL_COPY_DIR, withLocalCopy } from '../core/registry/local-copy.js';
+import { join } from 'node:path';
 import { redisDurabilityWarnings } from '../core/registry/redis-durability.js';
 import { redisSharedState } from './shared-redis.js';
 import { openRegistry } from '../core/registry/registry.js';
@@ -53,6 +55,10 @@ function fmt(a: AddressInfo): string {
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 const RULES_POLL_MS = 1000;
+/** How long a starting daemon waits for Redis before it decides from its local copy. */
+const START_WAIT_MS = 3000;
+/** How often the local copy of a shared registry is written, when it changed. */
+const LOCAL_COPY_SAVE_MS = 10 * 60_000;
 const RULES_SETTLE_MS = 300;
 
 export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
@@ -63,6 +69,9 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   const storeUrl = opts.rules.store.redis?.url ?? null;
   const syncRef: { sync?: ReturnType<typeof startRegistrySync> } = {};
   const opened = await openStore(opts.rules, {
+    // Redis may be down when this host starts: it then decides from its local copy of the registry.
+    unreachableOk: true,
+    waitMs: START_WAIT_MS,
     role: 'serve',
     // Every change of the shared store's connection is news for whoever watches the host.
     onState: (state, detail) => {
@@ -71,13 +80,16 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       if (state === 'ready') syncRef.sync?.now();
     },
   });
+  // A shared registry is also kept on this host's disk, for a start while Redis is unreachable.
+  const localCopy = opened.redis === null ? null : withLocalCopy(opened.store, join(opts.rules.stateDir, LOCAL_COPY_DIR));
+  const store = localCopy ?? opened.store;
   let registry;
   let shared: ReturnType<typeof redisSharedState> | undefined;
   try {
     // Hosts that share a store share the CID key from the start: a learn slot is then named by
     // the keyed hash on every host, never by a stand-in made of the raw CID.
-    if (opened.redis !== null) await opened.store.secret(true);
-    registry = await openRegistry(opened.store, { create: true });
+    if (opened.redis !== null) await opened.store.secret(true).catch(() => {}); // unreachable: the local copy's key, or no start
+    registry = await openRegistry(store, { create: true });
     if (opened.redis !== null && opened.subscribe !== undefined) {
       shared = redisSharedState({ client: opened.redis, subscribe: opened.subscribe, keyPrefix: opened.keyPrefix, logger, metrics });
       await shared.start();
@@ -98,7 +110,21 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   syncRef.sync = sync;
   const redis = opened.redis;
   if (redis !== null) metrics.gaugeFn('store_up', 'Whether the shared Redis store is connected (1) or not (0)', () => (redis.state === 'ready' ? 1 : 0));
-  const storeUp = () => redis === null || redis.state === 'ready';
+  const storeUp = () => redis === null || (redis.state === 'ready' && localCopy?.fromCopy !== true);
+  if (localCopy?.fromCopy) {
+    logger.log('warn', 'registry_from_local_copy', { store: storeUrl, devices: registry.size().devices, note: 'Redis is unreachable: deciding from this host\'s last copy of the registry until it is back; no device can be added meanwhile' });
+  }
+  // The copy is refreshed now and then, when the shared registry changed: a start during an outage then knows recent devices.
+  const saveCopy = () => {
+    if (localCopy === null) return;
+    localCopy.save(registry).then(
+      (wrote) => { if (wrote) logger.log('info', 'local_copy_saved', { devices: registry.size().devices }); },
+      (err: unknown) => logger.log('warn', 'local_copy_failed', { error: (err as Error).message }),
+    );
+  };
+  saveCopy();
+  const copyTimer = localCopy === null ? undefined : setInterval(saveCopy, LOCAL_COPY_SAVE_MS);
+  copyTimer?.unref();
   if (redis !== null) {
     // Said at every start: acknowledged registrations must survive a crash of Redis.
     redisDurabilityWarnings(redis).then(
@@ -133,7 +159,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
             ...(sync.lastError === null ? {} : { registry_error: sync.lastError }),
             devices: engine.registry.size().devices,
             store: redis === null ? 'file' : storeUrl,
-            ...(redis === null ? {} : { store_state: redis.state, store_server: redis.server }),
+            ...(redis === null ? {} : { store_state: redis.state, store_server: redis.server, registry_source: localCopy?.fromCopy ? 'local copy' : 'store' }),
           },
         }),
         rulesLoadedAt: () => loadedAt,
@@ -239,6 +265,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     reload,
     async close() {
       sync.stop();
+      clearInterval(copyTimer);
       clearTimeout(settle);
       if (rulesFile !== '') unwatchFile(rulesFile);
       await Promise.all(servers.map((srv) => new Promise<void>((resolve) => {
@@ -248,6 +275,8 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       })));
       // Registrations learn mode started are written before the process goes.
       await engine.idle();
+      // The freshest copy for the next start, should Redis be unreachable then.
+      await localCopy?.save(registry).catch((err: unknown) => logger.log('warn', 'local_copy_failed', { error: (err as Error).message }));
       await outputs.close();
       await shared?.stop();
       await opened.close();

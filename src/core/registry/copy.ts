@@ -23,6 +23,15 @@ export async function registryDigest(registry: Registry): Promise<{ users: numbe
   return { users: users.length, devices, digest: h.digest('hex') };
 }
 
+/** A registry in memory as a store's snapshot takes it: every user's mode and devices. */
+export function* registryEntries(registry: Registry): Generator<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]> {
+  for (const u of registry.users()) {
+    const mode = registry.settings(u).mode;
+    const devices: StoredDevice[] = registry.devices(u).map((d) => ({ hash: d.hash, kind: d.kind, type: d.type, label: d.label, added: Date.parse(d.added), source: d.source }));
+    yield [u, { ...(mode === undefined ? {} : { mode }), devices }];
+  }
+}
+
 /**
  * Copies a whole registry, its CID key included, from one store to another (a state_dir to Redis
  * and back), holding both stores' locks so no writer changes either meanwhile. A target that holds
@@ -35,14 +44,7 @@ export async function copyRegistry(from: RegistryStore, to: RegistryStore, o: { 
     const source = await openRegistry(from, { create: false });
     const secret = await from.secret(false);
     if (secret !== null) await to.writeSecret(secret, o.replace);
-    function* entries(): Generator<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]> {
-      for (const u of source.users()) {
-        const mode = source.settings(u).mode;
-        const devices: StoredDevice[] = source.devices(u).map((d) => ({ hash: d.hash, kind: d.kind, type: d.type, label: d.label, added: Date.parse(d.added), source: d.source }));
-        yield [u, { ...(mode === undefined ? {} : { mode }), devices }];
-      }
-    }
-    await to.compact(entries());
+    await to.compact(registryEntries(source));
     const want = await registryDigest(source);
     const got = await registryDigest(await openRegistry(to, { create: false }));
     if (got.digest !== want.digest) throw new Error(`the copy does not read back as the source (source ${want.users} users, ${want.devices} devices; copy ${got.users} users, ${got.devices} devices)`);

@@ -60,6 +60,11 @@ interface OpenOptions {
   readFile?: (file: string) => Buffer;
   onState?: (state: RedisState, detail: string) => void;
   waitMs?: number;
+  /**
+   * The daemon: a Redis that does not answer in time is not an error here (the client keeps
+   * trying; the registry may be read from the local copy meanwhile). A refused password still is.
+   */
+  unreachableOk?: boolean;
 }
 
 export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<OpenedStore> {
@@ -81,22 +86,11 @@ export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<Open
       o.onState?.(state, detail);
     },
   });
-  const waitMs = o.waitMs ?? REDIS_CONNECT_WAIT_MS;
-  try {
-    await Promise.race([client.ready(waitMs), new Promise<never>((_, reject) => { authFailed = () => reject(new Error('auth')); })]);
-  } catch {
-    await client.close();
-    const why = lastDetail === '' ? '' : ` (${lastDetail})`;
-    if (lastDetail.startsWith('authentication failed')) throw new RegistryError('io', `${r.url}: Redis refused the password${why}; check store.password_file; nothing was changed`);
-    throw new RegistryError('io', `${r.url}: cannot reach Redis within ${waitMs / 1000} s${why}; nothing was changed`);
-  } finally {
-    authFailed = undefined;
-  }
   const store = redisStore(client, { url: r.url, keyPrefix: r.keyPrefix, replicas: r.replicas });
   // One pub/sub connection for every channel this process listens to, made on first use.
   let sub: RedisSubscriber | undefined;
   const subscribe = (channel: string, onMessage: (message: string) => void) => (sub ??= createRedisSubscriber(base)).subscribe(channel, onMessage);
-  return {
+  const opened: OpenedStore = {
     store,
     redis: client,
     keyPrefix: r.keyPrefix,
@@ -107,4 +101,19 @@ export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<Open
       await client.close();
     },
   };
+  const waitMs = o.waitMs ?? REDIS_CONNECT_WAIT_MS;
+  try {
+    await Promise.race([client.ready(waitMs), new Promise<never>((_, reject) => { authFailed = () => reject(new Error('auth')); })]);
+  } catch {
+    const why = lastDetail === '' ? '' : ` (${lastDetail})`;
+    const auth = lastDetail.startsWith('authentication failed');
+    // The daemon goes on with a client that keeps trying; a refused password fails everyone.
+    if (!auth && o.unreachableOk === true) return opened;
+    await client.close();
+    if (auth) throw new RegistryError('io', `${r.url}: Redis refused the password${why}; check store.password_file; nothing was changed`);
+    throw new RegistryError('io', `${r.url}: cannot reach Redis within ${waitMs / 1000} s${why}; nothing was changed`);
+  } finally {
+    authFailed = undefined;
+  }
+  return opened;
 }
