@@ -119,6 +119,10 @@ check('/readyz and the store_up metric say whether Redis is there; decisions go 
     assert.is(r.status, 5, r.stderr);
     assert.match(r.stderr, /cannot reach Redis/);
     assert.not.ok(r.stderr.includes(PASSWORD), 'the password is never printed');
+    // The unit's ExecStartPre check passes: a host must be able to start (from its local copy).
+    const c = cidlock(['check', '-c', a.cfg]);
+    assert.is(c.status, 0, c.stderr);
+    assert.match(c.stderr, /warning: store: .*cannot reach Redis/);
   } finally {
     await redis.restart();
   }

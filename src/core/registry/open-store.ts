@@ -7,6 +7,13 @@ import { fileStore } from './file-store.js';
 import { redisStore } from './redis-store.js';
 import { RegistryError, type RegistryStore } from './types.js';
 
+/** The shared store did not answer: a state that passes (unlike a refused password or bad data). */
+export class StoreUnreachableError extends RegistryError {
+  constructor(message: string) {
+    super('io', message);
+  }
+}
+
 /** A password file holds one line; anything larger is the wrong file. */
 const MAX_PASSWORD_BYTES = 4096;
 /** How long opening a Redis store waits for its first connection before it gives up with a clear error. */
@@ -111,7 +118,7 @@ export async function openStoreAt(spec: StoreSpec, o: OpenOptions): Promise<Open
     if (!auth && o.unreachableOk === true) return opened;
     await client.close();
     if (auth) throw new RegistryError('io', `${r.url}: Redis refused the password${why}; check store.password_file; nothing was changed`);
-    throw new RegistryError('io', `${r.url}: cannot reach Redis within ${waitMs / 1000} s${why}; nothing was changed`);
+    throw new StoreUnreachableError(`${r.url}: cannot reach Redis within ${waitMs / 1000} s${why}; nothing was changed`);
   } finally {
     authFailed = undefined;
   }
