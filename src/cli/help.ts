@@ -68,22 +68,28 @@ DESCRIPTION
      The admin listener serves GET /healthz (status, version, pid,
      uptime_seconds, rules: the rules file, rules_loaded_at: when the rules
      in force were loaded), GET /readyz (200 while the registry is readable,
-     else 503), GET /metrics (Prometheus) and, when admin.token is set, the
-     /api routes.
+     and a Redis store connected, else 503), GET /metrics (Prometheus) and,
+     when admin.token is set, the /api routes.
 
      The rules file is re-read within about two seconds of a change, and on
      SIGHUP. Device and user changes (cidlock devices, cidlock users, the
-     admin API) reach the daemon within a second, without a signal.
+     admin API) reach the daemon within a second, without a signal; with a
+     Redis store (store.redis), changes made on any host reach every host
+     within a second, and hosts share vouches, attack counters, learn slots
+     and alerts. A host that starts while Redis does not answer (it waits
+     3 s) decides from its local copy of the registry
+     (state_dir/shared-registry-copy) and fails /readyz until Redis is back.
 
 SIGNALS
      SIGHUP   re-read the rules file now. An invalid rules file is logged
               with file:line:column, counted in
               cidlock_rules_reloads_total{result="rejected"}, and the old
-              rules stay in force. Listener addresses and state_dir change
-              only on restart.
+              rules stay in force. Listener addresses, state_dir and store
+              change only on restart.
      SIGTERM, SIGINT
               close the listeners and every open connection, wait for webhook
-              deliveries in flight (at most 5 s), exit 0.
+              deliveries in flight (at most 5 s), write the local copy of a
+              shared registry if it changed, exit 0.
 
 OPTIONS
 ${CONFIG}
@@ -108,9 +114,9 @@ DESCRIPTION
      Reads the rules file and reports every problem in one run, each as
      FILE:LINE:COLUMN: KEY.PATH: what was expected. Then prints the
      listeners and the server policy, counts domains and users in the rules,
-     reads the registry in state_dir (users, users with their own mode,
-     devices), and says where Dovecot's API key is kept and whether it can
-     be read.
+     reads the registry (in state_dir, or in the Redis store.redis names:
+     users, users with their own mode, devices), and says where Dovecot's
+     API key is kept and whether it can be read.
 
      Warnings (printed, but the check still passes) for what is valid but
      probably unintended, and for channels into cidlock that are not
@@ -124,7 +130,11 @@ DESCRIPTION
          key or the admin token crossing the network in clear HTTP;
        - a rules file every local user can read that holds a key
          (dovecot.api_key, admin.token, webhook.secret), and a Dovecot key
-         file others can read or the daemon's user cannot.
+         file others can read or the daemon's user cannot;
+       - a Redis store whose settings can lose acknowledged registrations
+         (appendonly no, appendfsync other than always, a maxmemory-policy
+         other than noeviction), and a Redis store that does not answer
+         (the daemon then starts from its local copy of the registry).
 
      The check fails when the audit log (audit.file) could not be written
      by the daemon's user, taken to be state_dir's owner: at run time the
