@@ -6,6 +6,7 @@ import { createMetrics } from '../src/core/metrics.js';
 import { fileStore } from '../src/core/registry/file-store.js';
 import { openRegistry } from '../src/core/registry/registry.js';
 import type { AuthRequest } from '../src/core/request.js';
+import type { SharedEvent, SharedState, SlotClaim } from '../src/core/shared-state.js';
 import { rulesFrom } from './helpers/tmp.js';
 
 const CID = { type: 'UUID', token: 'engine-test-device-0001' };
@@ -180,6 +181,86 @@ test('metrics: an SMTP login asked about by Dovecot SASL and the transactions Po
   const text = metrics.render();
   assert.match(text, /cidlock_decisions_total\{protocol="smtp",action="would_reject",mode="monitor",reason="no_device_proof"\} 2\n/);
   assert.match(text, /cidlock_smtp_transaction_checks_total\{action="would_reject"\} 4\n/);
+});
+
+/** A SharedState that records what the engine asks and answers as the test says: the rules around it, without a Redis. */
+function fakeShared(o: { up?: boolean; vouch?: Awaited<ReturnType<SharedState['fetchVouch']>>; claim?: SlotClaim | null } = {}) {
+  const published: SharedEvent[] = [];
+  const calls: string[] = [];
+  const handlers: Array<(e: SharedEvent) => void> = [];
+  const shared: SharedState = {
+    up: o.up ?? true,
+    publish: (e) => void published.push(e),
+    onEvent: (h) => void handlers.push(h),
+    fetchVouch: async (user, remote) => (calls.push(`fetch ${user} ${remote}`), o.vouch ?? null),
+    claimSlot: async (user, slot, max, registered) => (calls.push(`claim ${user} ${max} [${registered.length}]`), o.claim ?? { reserved: true }),
+    releaseSlot: (user, _slot, keep) => void calls.push(`release ${user} ${keep}`),
+    claimAlert: async () => true,
+  };
+  return { shared, published, calls, deliver: (e: SharedEvent) => handlers.forEach((h) => h(e)) };
+}
+
+async function withShared(yaml: string, f: ReturnType<typeof fakeShared>) {
+  const rules = rulesFrom(yaml);
+  const lines: Array<Record<string, unknown>> = [];
+  const registry = await openRegistry(fileStore(rules.stateDir), { create: true });
+  await registry.add('someone@example.com', { kind: 'cid', cid: { type: 'UUID', token: 'make-the-key' } }, 'admin');
+  const engine = createEngine({ rules, registry, logger: jsonLogger((l) => lines.push(JSON.parse(l))), shared: f.shared });
+  return { engine, lines };
+}
+
+test('shared state: a refused login asks the other hosts for a vouch, an allowed one never does; what they vouched is used', async () => {
+  const f = fakeShared({ vouch: null });
+  const s = await withShared('policy: { mode: enforce }\n', f);
+  await s.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
+  assert.is((await s.engine.decideLogin(imap({ cid: CID }))).action, 'allow');
+  assert.equal(f.calls, [], 'an allowed login waits on nobody');
+  assert.is((await s.engine.decideLogin(imap({ protocol: 'pop3' }))).reason, 'no_device_proof');
+  assert.equal(f.calls, ['fetch alice@example.com 203.0.113.5']);
+  const answer: { vouch: { at: number; device: string; hash: string }; untilMs: number } = { vouch: { at: Date.now(), device: '', hash: '' }, untilMs: Date.now() + 60_000 };
+  const g = fakeShared({ vouch: answer });
+  const t = await withShared('policy: { mode: enforce }\n', g);
+  await t.engine.registry.add('alice@example.com', { kind: 'cid', cid: CID }, 'admin');
+  // The vouch another host gave names the device by its registry hash, the same on every host.
+  const hash = t.engine.registry.devices('alice@example.com')[0]!.hash;
+  Object.assign(answer.vouch, { device: hash.slice(0, 12), hash });
+  assert.is((await t.engine.decideLogin(imap({ protocol: 'pop3' }))).reason, 'vouched');
+  assert.is(t.engine.stats.decisions, 1, 'decided and counted once');
+});
+
+test('shared state: a learn slot another host holds refuses the device with the count; a granted one is released on failure', async () => {
+  const f = fakeShared({ claim: { reserved: false, others: 1 } });
+  const s = await withShared('policy: { mode: learn, learn: { max_devices: 1 } }\n', f);
+  const d = await s.engine.decideLogin(imap({ cid: CID }));
+  assert.is(d.action, 'reject');
+  assert.match(d.why, /already has 1 of at most 1 devices \(1 of them being learned by logins in progress\)/);
+  const g = fakeShared({ claim: { reserved: true } });
+  const t = await withShared('policy: { mode: learn, learn: { max_devices: 1 } }\n', g);
+  const ok = await t.engine.decideLogin(imap({ cid: CID }));
+  assert.is(ok.reason, 'learning');
+  t.engine.reportFailure(imap({ cid: CID }), { policyReject: false, decision: ok });
+  assert.equal(g.calls, ['claim alice@example.com 1 [0]', 'release alice@example.com 0']);
+});
+
+test('shared state: failures, refusals and vouches are told to the others; theirs count here, and nothing is announced twice', async () => {
+  const f = fakeShared();
+  const s = await withShared('policy: { mode: monitor }\nlimits:\n  - { key: address, failures: 3, window: 10m, then: reject 1h }\n', f);
+  s.engine.reportFailure(imap({ user: 'x@example.com', guessTag: 'raw-dovecot-pwhash' }), { policyReject: false });
+  const failure = f.published.find((e) => e.kind === 'failure');
+  assert.ok(failure && failure.kind === 'failure' && failure.guess !== undefined && failure.guess !== 'raw-dovecot-pwhash', 'Dovecot\'s hash is not what crosses to other hosts');
+  f.deliver({ kind: 'failure', user: 'y@example.com', remote: '203.0.113.5', at: Date.now() });
+  f.deliver({ kind: 'failure', user: 'z@example.com', remote: '203.0.113.5', at: Date.now() });
+  const d = await s.engine.decideLogin(imap({ user: 'w@example.com' }));
+  assert.is(d.reason, 'limit', 'one failure here and two elsewhere reach the limit of three');
+  assert.is(s.lines.filter((l) => l.event === 'limit_triggered').length, 0, 'the hosts that saw them announce limits, not this one');
+  assert.ok(f.published.some((e) => e.kind === 'refusal' && e.refusal.reason === 'limit'), 'the refusal is told too');
+  // Down: nobody is asked, nothing is learned.
+  const g = fakeShared({ up: false });
+  const t = await withShared('policy: { mode: learn }\n', g);
+  const l = await t.engine.decideLogin(imap({ cid: CID }));
+  assert.is(l.action, 'reject');
+  assert.match(l.why, /no device can be registered now: the shared store \(Redis\) is unreachable/);
+  assert.equal(g.calls, []);
 });
 
 test.run();
