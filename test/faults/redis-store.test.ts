@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CIDLOCK } from '../helpers/cli.js';
 import { missing, sleep, startWriter, withFreshRegistry, type Ack, type Writer } from '../helpers/redis-faults.js';
-import { requireRedis, startRedis, type RedisInstance } from '../helpers/redis.js';
+import { requireRedis, startRedis, waitUntil, type RedisInstance } from '../helpers/redis.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const ready = requireRedis('faults/redis-store');
@@ -35,6 +35,11 @@ const writer = (...a: Parameters<typeof startWriter>): Writer => {
 };
 const urlOf = (r: RedisInstance) => `redis://127.0.0.1:${r.port}/0`;
 const pttl = async (r: RedisInstance, key: string): Promise<number> => Number(await r.cli(['PTTL', key]));
+/** restart() returns once Redis answers at all, "-LOADING" included: wait until the AOF is loaded. */
+const restarted = async (r: RedisInstance): Promise<void> => {
+  await r.restart();
+  await waitUntil('Redis loaded its AOF', async () => (await r.cli(['PING'])) === 'PONG', 30_000);
+};
 
 test.after(async () => {
   await Promise.all(writers.map((w) => w.kill9()));
@@ -74,13 +79,20 @@ check(`${CYCLES} kill -9 cycles of Redis (appendfsync always) and of writers los
       w = writer(url, prefix, `w${cycle}-`, { compactBytes });
       all.push(w);
     } else {
-      await r.kill9();
-      redisKills++;
-      await r.restart();
-      // The lock the live writer held when Redis died is in the AOF and outlives the restart (see
-      // the test below, which measures what that costs): cleared here so that 50 cycles take a
-      // minute, not 25. Redis has just come back: nobody can have taken the lock since.
-      if ((await r.cli(['DEL', `${prefix}lock`])) === '1') staleLocksAfterRestart++;
+      // The writer is paused (SIGSTOP) at this random moment, possibly with a command sent and
+      // not yet answered, while Redis is killed and restarted: a lock found after the restart is
+      // then certainly the one it held when Redis died, not one it took again since.
+      w.proc.kill('SIGSTOP');
+      try {
+        await r.kill9();
+        redisKills++;
+        await restarted(r);
+        // That lock is in the AOF and outlives the restart (the test below measures what it costs):
+        // cleared here so that 50 cycles take a minute, not 25.
+        if ((await r.cli(['DEL', `${prefix}lock`])) === '1') staleLocksAfterRestart++;
+      } finally {
+        w.proc.kill('SIGCONT');
+      }
     }
     const acked: Ack[] = all.flatMap((x) => x.acks);
     const lost = await withFreshRegistry(url, prefix, (reg) => missing(reg, acked)); // must always load
@@ -105,15 +117,28 @@ async function killWriterHoldingLock(r: RedisInstance, prefix: string): Promise<
   throw new Error('10 writers killed, none holding the lock');
 }
 
-/** Kills Redis until a live writer held the lock at that moment (the lock is in Redis after the restart). */
+/**
+ * Kills Redis while a live writer holds the lock: the writer is paused (SIGSTOP) until the lock
+ * is seen held, then Redis is killed and restarted, and the writer continues once Redis is back.
+ */
 async function killRedisUnderLock(r: RedisInstance, w: Writer, prefix: string): Promise<number> {
-  for (let i = 0; i < 10; i++) {
-    await w.acked(20, 40_000, 'the writer before Redis is killed');
-    await r.kill9();
-    await r.restart();
-    if ((await pttl(r, `${prefix}lock`)) > 0) return Date.now();
+  await w.acked(20, 15_000, 'the writer before Redis is killed');
+  for (let i = 0; i < 50; i++) {
+    w.proc.kill('SIGSTOP');
+    if ((await pttl(r, `${prefix}lock`)) > 0) {
+      try {
+        await r.kill9();
+        await restarted(r);
+        assert.ok((await pttl(r, `${prefix}lock`)) > 0, 'the lock is in the AOF');
+        return Date.now();
+      } finally {
+        w.proc.kill('SIGCONT');
+      }
+    }
+    w.proc.kill('SIGCONT');
+    await sleep(Math.random() * 20);
   }
-  throw new Error('10 kills of Redis, none while the writer held the lock');
+  throw new Error('the writer was never seen holding the lock');
 }
 
 function cliAdd(cfg: string, token: string): Promise<{ status: number | null; stderr: string; ms: number }> {
@@ -152,7 +177,7 @@ check('a lock left by a kill -9 expires: a writer killed holding it, and Redis k
   })();
   const [a, b] = await Promise.all([deadWriter, deadRedis]);
   process.stdout.write(`  (writer killed holding the lock: the next writer's first registration after ${a.ms} ms, ${a.refused} attempts refused "locked" before it)\n`);
-  process.stdout.write(`  (Redis killed while a live writer held the lock: that writer's next registration ${b.ms} ms after Redis was back, ${b.refused} attempts refused "locked"; a CLI edit started when Redis was back: exit ${b.cli.status} after ${b.cli.ms} ms ${b.cli.stderr.trim()})\n`);
+  process.stdout.write(`  (Redis killed while a live (paused) writer held the lock: that writer's next registration ${b.ms} ms after Redis was back, ${b.refused} attempts refused "locked"; a CLI edit started when Redis was back: exit ${b.cli.status} after ${b.cli.ms} ms ${b.cli.stderr.trim()})\n`);
   // Neither lock persists forever: the next registration comes within the lock's life and a margin.
   assert.ok(a.ms < LOCK_TTL_MS + 5000, `a dead writer's lock kept the next writer out ${a.ms} ms`);
   assert.ok(a.refused > 0, 'the dead writer\'s lock was not in the way (the measurement proves nothing)');
