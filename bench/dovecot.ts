@@ -13,9 +13,9 @@ const USERS = 1000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = 100;
 
-function wrk(port: number, file: string, rate?: number): { rps: number; p50: number; p99: number; socket_errors: number } {
+export function wrk(port: number, file: string, rate?: number, seconds = SECONDS): { rps: number; p50: number; p99: number; socket_errors: number } {
   const script = join(distBench, '..', '..', 'bench', 'wrk-dovecot.lua');
-  const r = spawnSync('taskset', ['-c', String(CLIENT_CORE), 'wrk', '-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', '-s', script, `http://127.0.0.1:${port}/`, '--', file, ...(rate ? [String(rate), String(CONNECTIONS)] : [])], { encoding: 'utf8' });
+  const r = spawnSync('taskset', ['-c', String(CLIENT_CORE), 'wrk', '-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '-s', script, `http://127.0.0.1:${port}/`, '--', file, ...(rate ? [String(rate), String(CONNECTIONS)] : [])], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const num = (re: RegExp) => Number(re.exec(r.stdout)?.[1] ?? NaN);
   const ms = (label: string) => {

@@ -15,7 +15,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 300);
 
 /** Closed loop: every connection sends its next request when the previous answer arrives. */
-async function load(port: number, reqs: string[], seconds: number, connections: number): Promise<{ rps: number; errors: number; rejects: number } & ReturnType<typeof percentiles>> {
+export async function load(port: number, reqs: string[], seconds: number, connections: number): Promise<{ rps: number; errors: number; rejects: number } & ReturnType<typeof percentiles>> {
   const lat: number[] = [];
   let n = 0;
   let errors = 0;

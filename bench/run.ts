@@ -6,6 +6,7 @@ import { benchClientid } from './clientid.js';
 import { benchDovecot } from './dovecot.js';
 import { distBench, machine } from './lib.js';
 import { benchPostfix } from './postfix.js';
+import { benchRedis } from './redis.js';
 import { benchScale } from './scale.js';
 
 const only = process.argv[2];
@@ -23,4 +24,5 @@ await run('dovecot', benchDovecot);
 await run('postfix', benchPostfix);
 await run('scale', benchScale);
 await run('clientid', benchClientid);
+await run('redis', benchRedis);
 writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
