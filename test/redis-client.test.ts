@@ -268,27 +268,35 @@ test('a server sending garbage: "protocol" error, the connection is dropped and 
   assert.ok(fake.connections[0]!.destroyed || fake.connections[0]!.readableEnded);
 });
 
-test('a server that accepts but never answers: "timeout", then the connection is presumed dead, dropped and made again', async () => {
+test('a server that accepts but never answers: "timeout", then the connection is presumed dead, dropped and made again, under load too', async () => {
   const fake = await fakeServer((s) => s.once('data', () => s.write('+PONG\r\n')));
   const events: Events = [];
   const c = client(fake.port, { commandTimeoutMs: 300 }, events);
   await c.ready(5000);
   const t1 = Date.now();
-  const first = rejects(c.command(['GET', 'x']), 'timeout', /within 300 ms/);
-  // Queued behind it with more patience: its own deadline is not cut short by the dead-connection rule...
-  const second = rejects(c.command(['GET', 'y'], { timeoutMs: 1200 }), 'timeout', /within 1200 ms/);
-  await first;
-  assert.is(c.state, 'ready');
+  // The oldest command, with more patience, keeps the connection for its whole deadline (replies
+  // come in order: nothing behind it could be answered first)...
+  const first = rejects(c.command(['GET', 'y'], { timeoutMs: 1200 }), 'timeout', /within 1200 ms/);
+  const second = rejects(c.command(['GET', 'x']), 'timeout', /within 300 ms/);
   await second;
+  assert.is(c.state, 'ready');
+  await first;
   assert.ok(Date.now() - t1 >= 1150);
-  // ...but once everything outstanding has had its time in silence, the connection is dropped.
+  // ...but once the oldest has had its time in silence, the connection is dropped.
   // The client comes back within a backoff step, too fast to poll its state: count the events.
   const downs = () => events.filter(([s, d]) => s === 'down' && /no reply .* presumed dead/.test(d)).length;
   await waitUntil('presumed dead', () => downs() === 1, 3000);
   await waitUntil('a second connection', () => fake.connections.length >= 2);
   await waitUntil('ready again', () => c.state === 'ready');
-  await rejects(c.command(['PING']), 'timeout');
-  await waitUntil('presumed dead again', () => downs() === 2, 3000);
+  // Under load, newer commands each within their own deadline do not keep a frozen peer alive.
+  const t2 = Date.now();
+  const flood = setInterval(() => { c.command(['GET', 'z']).catch(() => {}); }, 20);
+  try {
+    await waitUntil('presumed dead again, under load', () => downs() === 2, 3000);
+  } finally {
+    clearInterval(flood);
+  }
+  assert.ok(Date.now() - t2 < 2000, `a frozen peer under load was found after ${Date.now() - t2} ms`);
 });
 
 test('no server at all: ready() rejects after its time with the reason; command() rejects at once; close() ends the retries', async () => {

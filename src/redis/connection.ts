@@ -94,8 +94,6 @@ export function openConn(o: ConnOptions): Promise<Conn> {
     let outgoing: Buffer[] = [];
     let flushScheduled = false;
     let lastActivity = 0;
-    /** Pending commands still within their own deadline. */
-    let liveCommands = 0;
     let watchdog: NodeJS.Timeout | null = null;
 
     const connectTimer = setTimeout(() => destroy(`connect timeout after ${o.connectTimeoutMs} ms (${label})`), o.connectTimeoutMs);
@@ -135,15 +133,18 @@ export function openConn(o: ConnOptions): Promise<Conn> {
     };
 
     // Silence is measured from the last byte received or, after an idle spell, from the moment
-    // a command was queued: a slow reply trickling in is alive, a frozen peer is not. A command
-    // given a longer deadline than deadAfterMs keeps the connection until that deadline passes.
+    // a command was queued: a slow reply trickling in is alive, a frozen peer is not. Replies come
+    // in order, so the oldest command decides: once it is past its own deadline with nothing
+    // received meanwhile, the peer is not answering, however many newer commands keep arriving
+    // (under load there always are some, each within its deadline). A command given a longer
+    // deadline than deadAfterMs keeps the connection until that deadline passes.
     const checkWatchdog = (): void => {
       watchdog = null;
       if (!open || pendingCount() === 0) return;
       const silent = Date.now() - lastActivity;
       if (silent < o.deadAfterMs) watchdog = setTimeout(checkWatchdog, o.deadAfterMs - silent);
-      else if (liveCommands === 0) destroy(`no reply from ${label} for ${silent} ms with ${pendingCount()} command(s) outstanding: connection presumed dead`);
-      // Otherwise the last live command's timeout calls again.
+      else if (queue[head]!.abandoned) destroy(`no reply from ${label} for ${silent} ms with ${pendingCount()} command(s) outstanding: connection presumed dead`);
+      // Otherwise the oldest command's timeout calls again.
     };
 
     const flush = (): void => {
@@ -173,14 +174,12 @@ export function openConn(o: ConnOptions): Promise<Conn> {
           abandoned: false,
           timer: setTimeout(() => {
             p.abandoned = true;
-            liveCommands--;
             reject(new RedisError('timeout', `no reply from ${label} within ${timeoutMs} ms`));
-            if (liveCommands === 0 && !watchdog) checkWatchdog();
+            if (!watchdog) checkWatchdog();
           }, timeoutMs),
         };
         if (pendingCount() === 0) lastActivity = Date.now();
         queue.push(p);
-        liveCommands++;
         if (!watchdog) watchdog = setTimeout(checkWatchdog, o.deadAfterMs);
         outgoing.push(data);
         // Everything sent in this tick goes out in one write.
@@ -227,10 +226,7 @@ export function openConn(o: ConnOptions): Promise<Conn> {
           return;
         }
         clearTimeout(p.timer);
-        if (!p.abandoned) {
-          liveCommands--;
-          p.resolve(r);
-        }
+        if (!p.abandoned) p.resolve(r);
       }
     });
 

@@ -133,7 +133,9 @@ check('Redis stopped for 5 s under two daemons: every Dovecot request answered r
   const firstNotReady = (h: string) => (notReady(h)[0]?.at ?? NaN) - stoppedAt;
   process.stdout.write(`  (${probes.length} Dovecot requests, ${during.length} during the ${STALL_MS} ms stall; worst latency during it ${worst(during).toFixed(1)} ms, overall ${worst(probes).toFixed(1)} ms; /readyz not ready ${hosts.map((h) => `on ${h.name} from ${firstNotReady(h.name)} ms`).join(', ')} after SIGSTOP; both ready ${readyAgainMs} ms after SIGCONT)\n`);
 
-  assert.ok(during.length > 100, `only ${during.length} requests during the stall`);
+  // A refused login asks Redis whether another host vouched for its address, and waits up to
+  // 250 ms for a hung Redis until the client declares the connection dead: rounds are slower then.
+  assert.ok(during.length > 40, `only ${during.length} requests during the stall`);
   for (const h of hosts) assert.ok(during.some((p) => p.host === h.name && p.want === 'allow') && during.some((p) => p.host === h.name && p.want === 'refuse'), `${h.name} was not asked during the stall`);
   assert.equal(wrong.slice(0, 5).map((p) => `${p.host} ${p.want}: ${p.body}`), [], `${wrong.length} wrong answers`);
   assert.ok(worst(probes) < DOVECOT_TIMEOUT_MS, `a request took ${worst(probes).toFixed(0)} ms: Dovecot would have allowed the login without cidlock`);

@@ -2,8 +2,9 @@
 // while devices are being registered and the journal compacted into new snapshots: after every
 // kill the registry loads in a fresh reader, and every registration a writer acknowledged before
 // the kill is there. Then what a lock left behind by a kill costs: a writer killed holding the
-// registry lock keeps every other writer out until the lock expires (30 s, LOCK_TTL_MS in
-// redis-store.ts), and so does Redis killed while a live writer held it.
+// registry lock keeps every other writer out until the lock expires (LOCK_TTL_MS in
+// redis-store.ts, 5 s); Redis killed while a live writer held it keeps out nobody: that writer
+// releases its lock once Redis is back.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
@@ -13,13 +14,12 @@ import { CIDLOCK } from '../helpers/cli.js';
 import { missing, sleep, startWriter, withFreshRegistry, type Ack, type Writer } from '../helpers/redis-faults.js';
 import { requireRedis, startRedis, waitUntil, type RedisInstance } from '../helpers/redis.js';
 import { tempDir } from '../helpers/tmp.js';
+import { LOCK_TTL_MS } from '../../src/core/registry/redis-store.js';
 
 const ready = requireRedis('faults/redis-store');
 const check = ready ? test : test.skip;
 const LONG = process.env.FAULTS_LONG === '1';
 const CYCLES = LONG ? 200 : 50;
-/** LOCK_TTL_MS in src/core/registry/redis-store.ts. */
-const LOCK_TTL_MS = 30_000;
 
 const servers: RedisInstance[] = [];
 const writers: Writer[] = [];
@@ -87,9 +87,9 @@ check(`${CYCLES} kill -9 cycles of Redis (appendfsync always) and of writers los
         await r.kill9();
         redisKills++;
         await restarted(r);
-        // That lock is in the AOF and outlives the restart (the test below measures what it costs):
-        // cleared here so that 50 cycles take a minute, not 25.
-        if ((await r.cli(['DEL', `${prefix}lock`])) === '1') staleLocksAfterRestart++;
+        // That lock is in the AOF and outlives the restart; left in place: the writer, alive, takes
+        // it up again or releases it (the test below measures what a stale one costs).
+        if ((await pttl(r, `${prefix}lock`)) > 0) staleLocksAfterRestart++;
       } finally {
         w.proc.kill('SIGCONT');
       }
@@ -152,7 +152,7 @@ function cliAdd(cfg: string, token: string): Promise<{ status: number | null; st
 }
 
 check('a lock left by a kill -9 expires: a writer killed holding it, and Redis killed while a live writer held it', async () => {
-  // Both at once, on two servers: each waits out the 30 s lock.
+  // Both at once, on two servers.
   const [r1, r2] = await Promise.all([redis(), redis()]);
   const deadWriter = (async () => {
     const killedAt = await killWriterHoldingLock(r1, 'dead:');
@@ -180,7 +180,8 @@ check('a lock left by a kill -9 expires: a writer killed holding it, and Redis k
   process.stdout.write(`  (Redis killed while a live (paused) writer held the lock: that writer's next registration ${b.ms} ms after Redis was back, ${b.refused} attempts refused "locked"; a CLI edit started when Redis was back: exit ${b.cli.status} after ${b.cli.ms} ms ${b.cli.stderr.trim()})\n`);
   // Neither lock persists forever: the next registration comes within the lock's life and a margin.
   assert.ok(a.ms < LOCK_TTL_MS + 5000, `a dead writer's lock kept the next writer out ${a.ms} ms`);
-  assert.ok(a.refused > 0, 'the dead writer\'s lock was not in the way (the measurement proves nothing)');
+  // The lock's life is shorter than a writer's wait for it: the next writer waited, without a refusal.
+  assert.ok(a.ms > LOCK_TTL_MS / 2, `the dead writer's lock was not in the way (next registration after ${a.ms} ms: the measurement proves nothing)`);
   assert.ok(b.ms < LOCK_TTL_MS + 5000, `Redis's restart kept the live writer out ${b.ms} ms`);
   assert.is(b.lost, 0, 'acknowledged registrations lost across the kill of Redis');
   // The writer that held the lock when Redis died is alive and could release it once Redis is

@@ -21,9 +21,16 @@ import { RegistryError, type RegistryOp, type RegistryStore, type StoreCursor } 
  * over another's entries.
  */
 
-/** A writer's lock lives this long unless renewed; a crashed writer's lock is gone after it. */
-const LOCK_TTL_MS = 30_000;
-const LOCK_RENEW_MS = 10_000;
+/**
+ * A writer's lock lives this long unless renewed: a lock left behind (its writer killed, or Redis
+ * restarted from an append-only file that holds it, or a replica promoted with it) keeps other
+ * writers out no longer than this. Short is safe: every write checks, atomically, that its writer
+ * still holds the lock, so a writer paused past it writes nothing.
+ */
+export const LOCK_TTL_MS = 5_000;
+const LOCK_RENEW_MS = 1_000;
+/** Locks this process took and could not release (Redis went away): released before it locks again. */
+const MAX_UNRELEASED = 16;
 const LOCK_WAIT_MS = 10_000;
 const LOCK_POLL_MIN_MS = 5;
 const LOCK_POLL_MAX_MS = 100;
@@ -179,6 +186,11 @@ export function redisStore(client: RedisClient, opts: RedisStoreOptions): RedisR
     }
   };
 
+  const unreleased: string[] = [];
+  const rememberUnreleased = (token: string): void => {
+    unreleased.push(token);
+    if (unreleased.length > MAX_UNRELEASED) unreleased.shift();
+  };
   const renewLock = (token: string): Promise<RespValue> => call(['EVAL', RENEW, 1, lockKey, token, LOCK_TTL_MS]);
 
   return {
@@ -205,6 +217,8 @@ export function redisStore(client: RedisClient, opts: RedisStoreOptions): RedisR
       return gen !== cursor.snapshot || asInt(len, journalKey(cursor.journal)) !== cursor.offset;
     },
     async withLock(fn) {
+      // A lock of this process that Redis kept while it was away would keep this process out too.
+      for (const t of unreleased.splice(0)) await call(['EVAL', RELEASE, 1, lockKey, t]).catch(() => rememberUnreleased(t));
       const token = randomBytes(16).toString('hex');
       const deadline = Date.now() + (opts.lockWaitMs ?? LOCK_WAIT_MS);
       let wait = LOCK_POLL_MIN_MS;
@@ -222,7 +236,7 @@ export function redisStore(client: RedisClient, opts: RedisStoreOptions): RedisR
       } finally {
         clearInterval(renew);
         lockToken = null;
-        await call(['EVAL', RELEASE, 1, lockKey, token]).catch(() => {});
+        await call(['EVAL', RELEASE, 1, lockKey, token]).catch(() => rememberUnreleased(token));
       }
     },
     async append(cursor, ops) {
