@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { jsonLogger } from '../src/core/log.js';
 import { loadRulesFile } from '../src/core/rules/load.js';
 import { startDaemon, type Daemon } from '../src/daemon/daemon.js';
-import { parseSharedEvent } from '../src/daemon/shared-redis.js';
+import type { SharedEvent } from '../src/core/shared-state.js';
+import { encodeSharedMessage, parseSharedMessage } from '../src/daemon/shared-redis.js';
 import { post, TEST_DOVECOT_KEY } from './helpers/http.js';
 import { requireRedis, startRedis, type RedisInstance } from './helpers/redis.js';
 import { tempDir } from './helpers/tmp.js';
@@ -205,19 +206,18 @@ check('Redis unreachable: each host decides alone from its copy; learn mode refu
   await own.stop();
 });
 
-test('events from the channel are checked field by field; anything else is dropped', () => {
-  const vouch = { host: 'h1', kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 };
-  assert.equal(parseSharedEvent(JSON.stringify(vouch)), { host: 'h1', event: { kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 } });
-  assert.is(parseSharedEvent(JSON.stringify({ ...vouch, vouch: { at: 'x' } })), null);
-  assert.is(parseSharedEvent(JSON.stringify({ ...vouch, kind: 'grant' })), null);
-  assert.is(parseSharedEvent('not json'), null);
-  assert.is(parseSharedEvent(JSON.stringify({ ...vouch, user: 'x'.repeat(9000) })), null);
-  const failure = { host: 'h', kind: 'failure', user: 'u', remote: null, at: 5, guess: 'g' };
-  assert.equal(parseSharedEvent(JSON.stringify(failure))?.event, { kind: 'failure', user: 'u', remote: null, guess: 'g', at: 5 });
-  assert.is(parseSharedEvent(JSON.stringify({ ...failure, guess: 7 })), null);
-  const login = { host: 'h', kind: 'login', key: 'k', account: 'a@b.c', action: 'delay', seconds: 5, message: '' };
-  assert.equal(parseSharedEvent(JSON.stringify(login))?.event, { kind: 'login', key: 'k', account: 'a@b.c', action: 'delay', seconds: 5, message: '' });
-  assert.is(parseSharedEvent(JSON.stringify({ ...login, action: 'permit' })), null);
+test('messages from the channel: a host and a list of events, each checked field by field; anything else is dropped', () => {
+  const vouch = { kind: 'vouch', user: 'a@b.c', remote: '192.0.2.1', vouch: { at: 1, device: 'abc', hash: 'f'.repeat(64) }, ttlMs: 1000 };
+  const failure = { kind: 'failure', user: 'u', remote: null, at: 5, guess: 'g' };
+  const login = { kind: 'login', key: 'k', account: 'a@b.c', action: 'delay', seconds: 5, message: '' };
+  const text = encodeSharedMessage('h1', [vouch, failure, login] as SharedEvent[]);
+  assert.equal(parseSharedMessage(text), { host: 'h1', events: [vouch, failure, login], dropped: 0 });
+  // Bad events are dropped one by one, the good ones kept.
+  const bad = [{ ...vouch, vouch: { at: 'x' } }, { ...vouch, kind: 'grant' }, { ...failure, guess: 7 }, { ...login, action: 'permit' }, 'text', null];
+  assert.equal(parseSharedMessage(`h2 ${JSON.stringify([...bad, failure])}`), { host: 'h2', events: [failure], dropped: bad.length });
+  for (const t of ['not json', 'h3 not json', ' [ ]', `h4 ${JSON.stringify({ kind: 'vouch' })}`, `h5 ${JSON.stringify(Array(201).fill(failure))}`, `h6 ${JSON.stringify([{ ...failure, user: 'x'.repeat(600_000) }])}`]) {
+    assert.is(parseSharedMessage(t), null, t.slice(0, 40));
+  }
 });
 
 test.run();

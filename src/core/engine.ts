@@ -111,6 +111,8 @@ const MAX_TRACKED = 100_000;
  * slot still counts it.
  */
 const SLOT_SETTLE_MS = 5_000;
+/** A renewed vouch is told to the other hosts again after at most this long (or a quarter of its life). */
+const VOUCH_RETELL_MS = 60_000;
 /** A user in learn mode has a handful of devices; a claim names at most this many. */
 const MAX_CLAIM_DEVICES = 64;
 
@@ -178,6 +180,7 @@ export function createEngine(opts: EngineOptions): Engine {
   const slotOf = new WeakMap<Decision, { user: string; slot: string }>();
   const defences = createDefences({ limits: rules.limits, counters: rules.counters, alertWindowMs: rules.alerts.unknownDevice.windowMs });
   const shared = opts.shared;
+  const vouchesTold = new LRUCache<string, { hash: string; at: number }>({ max: MAX_TRACKED });
 
   const m = opts.metrics;
   const decisionsTotal = m?.counter('decisions_total', 'Login decisions (an SMTP login and the mail transactions Postfix checks for it count once)', ['protocol', 'action', 'mode', 'reason']);
@@ -333,7 +336,16 @@ export function createEngine(opts: EngineOptions): Engine {
       const ttl = effectivePolicy(rules, req.user, registry.settings(req.user)).vouch_ttl;
       const v = { at: now(), device: device.id, hash: device.hash };
       vouches.add(req.user, req.remote, v, ttl);
-      if (ttl > 0) shared?.publish({ kind: 'vouch', user: req.user, remote: req.remote, vouch: v, ttlMs: ttl });
+      if (ttl > 0 && shared !== undefined) {
+        // A device renews its vouch at every login and every RCPT: the other hosts hear of it
+        // again only once their copy has aged a while, not at each renewal.
+        const key = `${req.user}\0${req.remote}`;
+        const told = vouchesTold.get(key);
+        if (told === undefined || told.hash !== v.hash || v.at - told.at >= Math.min(ttl / 4, VOUCH_RETELL_MS)) {
+          vouchesTold.set(key, { hash: v.hash, at: v.at });
+          shared.publish({ kind: 'vouch', user: req.user, remote: req.remote, vouch: v, ttlMs: ttl });
+        }
+      }
     };
     if (d.proven !== undefined) vouch(d.proven);
     const learn = d.learn;

@@ -10,8 +10,9 @@ import type { RedisClient, RespArg } from '../redis/types.js';
  * host decides with what it knows: Dovecot gives up after 2 s and lets the login through.
  */
 const SHARED_WAIT_MS = 250;
-/** An event is a few hundred bytes; a larger message on the channel is not one of ours. */
-const MAX_EVENT_BYTES = 8 * 1024;
+/** An event is a few hundred bytes; a batch holds at most this many, and a larger message is not ours. */
+const MAX_BATCH = 200;
+const MAX_MESSAGE_BYTES = 512 * 1024;
 
 // KEYS: the user's slot hash. ARGV: slot, max, ttl ms, registered hashes...
 // Times come from Redis's clock, so hosts whose clocks differ agree on what has expired.
@@ -49,26 +50,48 @@ const isVouch = (v: unknown): v is Vouch => {
   return typeof v === 'object' && v !== null && num(o.at) && str(o.device) && str(o.hash);
 };
 
-/** Another host's message, checked field by field: anything else on the channel is dropped. */
-export function parseSharedEvent(text: string): { host: string; event: SharedEvent } | null {
-  if (text.length > MAX_EVENT_BYTES) return null;
-  let o: Record<string, unknown>;
+/**
+ * One message on the channel: the sending host's id, a space, and a JSON list of events (the
+ * events of one tick travel together: one PUBLISH, not one per login). A host skips its own
+ * messages by the id alone, without parsing them.
+ */
+export function encodeSharedMessage(host: string, events: readonly SharedEvent[]): string {
+  return `${host} ${JSON.stringify(events)}`;
+}
+
+/** Another host's message; events that are not valid are dropped one by one, and counted. */
+export function parseSharedMessage(text: string): { host: string; events: SharedEvent[]; dropped: number } | null {
+  const sp = text.indexOf(' ');
+  if (sp <= 0 || text.length > MAX_MESSAGE_BYTES) return null;
+  let list: unknown;
   try {
-    o = JSON.parse(text) as Record<string, unknown>;
+    list = JSON.parse(text.slice(sp + 1));
   } catch {
     return null;
   }
-  if (typeof o !== 'object' || o === null || !str(o.host)) return null;
+  if (!Array.isArray(list) || list.length > MAX_BATCH) return null;
+  const events: SharedEvent[] = [];
+  for (const item of list) {
+    const e = parseSharedEvent(item);
+    if (e !== null) events.push(e);
+  }
+  return { host: text.slice(0, sp), events, dropped: list.length - events.length };
+}
+
+/** One event, checked field by field. */
+export function parseSharedEvent(value: unknown): SharedEvent | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+  const o = value as Record<string, unknown>;
   const user = str(o.user) ? o.user : null;
   if (user === null && o.kind !== 'login') return null;
   const remote = o.remote === null || str(o.remote) ? (o.remote as string | null) : undefined;
   switch (o.kind) {
     case 'vouch':
       if (!str(remote) || !isVouch(o.vouch) || !num(o.ttlMs)) return null;
-      return { host: o.host, event: { kind: 'vouch', user: user!, remote, vouch: { at: o.vouch.at, device: o.vouch.device, hash: o.vouch.hash }, ttlMs: o.ttlMs } };
+      return { kind: 'vouch', user: user!, remote, vouch: { at: o.vouch.at, device: o.vouch.device, hash: o.vouch.hash }, ttlMs: o.ttlMs };
     case 'failure':
       if (remote === undefined || !num(o.at) || (o.guess !== undefined && !str(o.guess))) return null;
-      return { host: o.host, event: { kind: 'failure', user: user!, remote, ...(str(o.guess) ? { guess: o.guess } : {}), at: o.at } };
+      return { kind: 'failure', user: user!, remote, ...(str(o.guess) ? { guess: o.guess } : {}), at: o.at };
     case 'refusal': {
       const r = o.refusal as Record<string, unknown> | null;
       if (typeof r !== 'object' || r === null || !str(r.at) || !str(r.protocol) || !str(r.reason) || typeof r.refused !== 'boolean' || typeof o.unknown !== 'boolean' || !num(o.at)) return null;
@@ -76,12 +99,12 @@ export function parseSharedEvent(text: string): { host: string; event: SharedEve
         at: r.at, protocol: r.protocol, remote: str(r.remote) ? r.remote : null, reason: r.reason, refused: r.refused,
         ...(str(r.device) ? { device: r.device } : {}), ...(str(r.device_type) ? { device_type: r.device_type } : {}), ...(str(r.client_name) ? { client_name: r.client_name } : {}),
       };
-      return { host: o.host, event: { kind: 'refusal', user: user!, refusal, unknown: o.unknown, at: o.at } };
+      return { kind: 'refusal', user: user!, refusal, unknown: o.unknown, at: o.at };
     }
     case 'login': {
       const action = o.action;
       if (!str(o.key) || !str(o.account) || !str(o.message) || (action !== 'allow' && action !== 'reject' && action !== 'delay') || (o.seconds !== undefined && !num(o.seconds))) return null;
-      return { host: o.host, event: { kind: 'login', key: o.key, account: o.account, action, ...(num(o.seconds) ? { seconds: o.seconds } : {}), message: o.message } };
+      return { kind: 'login', key: o.key, account: o.account, action, ...(num(o.seconds) ? { seconds: o.seconds } : {}), message: o.message };
     }
     default:
       return null;
@@ -109,6 +132,14 @@ export function redisSharedState(o: {
   const failed = o.metrics.counter('shared_calls_failed_total', 'Calls to the shared store that failed or timed out (this host went on alone)', ['call']);
   const dropped = o.metrics.counter('shared_events_dropped_total', 'Messages on the events channel that were not a valid event');
   let unsubscribe: (() => Promise<void>) | undefined;
+  let batch: SharedEvent[] = [];
+  const flush = (): void => {
+    if (batch.length === 0) return;
+    const events = batch;
+    batch = [];
+    fire('publish', ['PUBLISH', channel, encodeSharedMessage(host, events)]);
+  };
+  const own = `${host} `;
 
   const fire = (call: string, args: readonly RespArg[]): void => {
     client.command(args, { timeoutMs: SHARED_WAIT_MS * 4 }).catch(() => failed.inc({ call }));
@@ -135,7 +166,9 @@ export function redisSharedState(o: {
         fire('vouch', ['HSET', key, e.remote, JSON.stringify({ vouch: e.vouch, untilMs: e.vouch.at + e.ttlMs })]);
         fire('vouch', ['PEXPIRE', key, e.ttlMs]);
       }
-      fire('publish', ['PUBLISH', channel, JSON.stringify({ host, ...e })]);
+      batch.push(e);
+      if (batch.length >= MAX_BATCH) flush();
+      else if (batch.length === 1) setImmediate(flush);
     },
     onEvent(handler) {
       handlers.push(handler);
@@ -165,19 +198,23 @@ export function redisSharedState(o: {
     },
     async start() {
       unsubscribe = await o.subscribe(channel, (text) => {
-        const m = parseSharedEvent(text);
+        if (text.startsWith(own)) return;
+        const m = parseSharedMessage(text);
         if (m === null) return void dropped.inc();
-        if (m.host === host) return;
-        for (const h of handlers) {
-          try {
-            h(m.event);
-          } catch (err) {
-            o.logger.log('error', 'shared_event_failed', { kind: m.event.kind, error: (err as Error).message });
+        if (m.dropped > 0) dropped.inc(undefined, m.dropped);
+        for (const e of m.events) {
+          for (const h of handlers) {
+            try {
+              h(e);
+            } catch (err) {
+              o.logger.log('error', 'shared_event_failed', { kind: e.kind, error: (err as Error).message });
+            }
           }
         }
       });
     },
     async stop() {
+      flush();
       await unsubscribe?.().catch(() => {});
     },
   };
