@@ -195,7 +195,7 @@ function fakeShared(o: { up?: boolean; vouch?: Awaited<ReturnType<SharedState['f
     fetchVouch: async (user, remote) => (calls.push(`fetch ${user} ${remote}`), o.vouch ?? null),
     claimSlot: async (user, slot, max, registered) => (calls.push(`claim ${user} ${max} [${registered.length}]`), o.claim ?? { reserved: true }),
     releaseSlot: (user, _slot, keep) => void calls.push(`release ${user} ${keep}`),
-    claimAlert: async () => true,
+    claimAnnouncement: async () => true,
   };
   return { shared, published, calls, deliver: (e: SharedEvent) => handlers.forEach((h) => h(e)) };
 }

@@ -192,7 +192,6 @@ export function createEngine(opts: EngineOptions): Engine {
   const learnedTotal = m?.counter('devices_learned_total', 'Devices registered by learn mode', ['status']);
   const writeErrors = m?.counter('registry_write_errors_total', 'Registry writes that failed (disk full, read-only)');
   const revokedTotal = m?.counter('vouches_revoked_total', 'Vouches dropped because the device that gave them was removed');
-  const sharedReceived = m?.counter('shared_events_received_total', 'Vouches, failures and refusals other hosts reported', ['kind']);
   if (m !== undefined) {
     m.gaugeFn('registry_users', 'Users in the device registry', () => registry.size().users);
     m.gaugeFn('registry_devices', 'Devices in the device registry', () => registry.size().devices);
@@ -210,15 +209,32 @@ export function createEngine(opts: EngineOptions): Engine {
     if (dropped > 0) revokedTotal?.inc(undefined, dropped);
   });
 
+  /**
+   * Raises something every host may see happen (an alert's count, a limit crossed) once for all
+   * of them: the host that claims it does; without the others' answer, this one does.
+   */
+  const announceOnce = (what: string, ttlMs: number, raise: () => void): void => {
+    if (shared?.up) void shared.claimAnnouncement(what, ttlMs).then((mine) => { if (mine !== false) raise(); });
+    else raise();
+  };
+  const announceLimits = (hits: readonly LimitHit[]): void => {
+    for (const h of hits) {
+      announceOnce(`limit:${h.rule.path}:${h.subject}`, h.rule.windowMs, () => {
+        limitsTotal?.inc({ rule: h.rule.path });
+        events.emit({ event: 'limit_triggered', rule: h.rule.path, key: h.rule.key, subject: h.subject, count: Math.round(h.count), then: describeAction(h.action) });
+      });
+    }
+  };
+
   // Other hosts' news, applied to this host's copy as if seen here, but announced nowhere: the
   // host that saw it raised its events and alerts.
   shared?.onEvent((e: SharedEvent) => {
     if (e.kind === 'login') return; // the Dovecot adapter's
     const t = now();
-    sharedReceived?.inc({ kind: e.kind });
     if (e.kind === 'vouch') vouches.add(e.user, e.remote, e.vouch, e.ttlMs);
     else if (e.kind === 'failure') {
-      if (rules.limits.length > 0 && rules.defences.mode !== 'off') defences.recordFailure({ user: e.user, remote: e.remote, ...(e.guess ? { pwhash: e.guess } : {}) }, t);
+      // Another host's failure can be the one that crosses a limit here: announced once for all hosts.
+      if (rules.limits.length > 0 && rules.defences.mode !== 'off') announceLimits(defences.recordFailure({ user: e.user, remote: e.remote, ...(e.guess ? { pwhash: e.guess } : {}) }, t));
     } else if (e.kind === 'refusal') defences.recordRefusal(e.user, e.refusal, e.unknown, t);
   });
 
@@ -282,8 +298,7 @@ export function createEngine(opts: EngineOptions): Engine {
         events.emit({ event: 'unknown_device', attempts: count, window: formatDuration(alert.windowMs), ...base });
       };
       // One host raises it for the window; without the others' answer, this one does.
-      if (shared?.up) void shared.claimAlert(req.user, alert.windowMs).then((mine) => { if (mine !== false) raise(); });
-      else raise();
+      announceOnce(`alert:${req.user}`, alert.windowMs, raise);
     }
   };
 
@@ -389,10 +404,7 @@ export function createEngine(opts: EngineOptions): Engine {
     const t = now();
     const hits = defences.recordFailure({ user: req.user, remote: req.remote, ...(guess ? { pwhash: guess } : {}) }, t);
     shared?.publish({ kind: 'failure', user: req.user, remote: req.remote, ...(guess ? { guess } : {}), at: t });
-    for (const h of hits) {
-      limitsTotal?.inc({ rule: h.rule.path });
-      events.emit({ event: 'limit_triggered', rule: h.rule.path, key: h.rule.key, subject: h.subject, count: Math.round(h.count), then: describeAction(h.action) });
-    }
+    announceLimits(hits);
   };
 
   const recentCertificate = (remote: string): readonly string[] => {

@@ -42,6 +42,9 @@ export interface SharedState {
   claimSlot(user: string, slot: string, max: number, registered: readonly string[], ttlMs: number): Promise<SlotClaim | null>;
   /** Lets go of a slot, after `keepMs` (a registration other hosts have yet to read still counts meanwhile). */
   releaseSlot(user: string, slot: string, keepMs: number): void;
-  /** Whether this host is the one to raise the unknown-device alert for the user in this window. */
-  claimAlert(user: string, windowMs: number): Promise<boolean | null>;
+  /**
+   * Whether this host is the one to announce `what` (an unknown-device alert for a user, a limit
+   * for an address) in the next `ttlMs`: every host may see the count cross, one says so.
+   */
+  claimAnnouncement(what: string, ttlMs: number): Promise<boolean | null>;
 }

@@ -130,6 +130,7 @@ export function redisSharedState(o: {
   const handlers: Array<(e: SharedEvent) => void> = [];
   const sent = o.metrics.counter('shared_events_sent_total', 'Vouches, failures and refusals told to the other hosts', ['kind']);
   const failed = o.metrics.counter('shared_calls_failed_total', 'Calls to the shared store that failed or timed out (this host went on alone)', ['call']);
+  const received = o.metrics.counter('shared_events_received_total', 'Vouches, failures, refusals and decided logins other hosts told', ['kind']);
   const dropped = o.metrics.counter('shared_events_dropped_total', 'Messages on the events channel that were not a valid event');
   let unsubscribe: (() => Promise<void>) | undefined;
   let batch: SharedEvent[] = [];
@@ -193,8 +194,8 @@ export function redisSharedState(o: {
     releaseSlot(user, slot, keepMs) {
       fire('release_slot', ['EVAL', RELEASE, 1, `${p}slots:${user}`, slot, keepMs]);
     },
-    claimAlert(user, windowMs) {
-      return ask('claim_alert', ['SET', `${p}alert:${user}`, host, 'NX', 'PX', windowMs], (v) => v === 'OK');
+    claimAnnouncement(what, ttlMs) {
+      return ask('claim_announcement', ['SET', `${p}announced:${what}`, host, 'NX', 'PX', Math.max(1, Math.round(ttlMs))], (v) => v === 'OK');
     },
     async start() {
       unsubscribe = await o.subscribe(channel, (text) => {
@@ -203,6 +204,7 @@ export function redisSharedState(o: {
         if (m === null) return void dropped.inc();
         if (m.dropped > 0) dropped.inc(undefined, m.dropped);
         for (const e of m.events) {
+          received.inc({ kind: e.kind });
           for (const h of handlers) {
             try {
               h(e);
