@@ -10,6 +10,7 @@ import { fileStore } from '../src/core/registry/file-store.js';
 import { parseImport } from '../src/core/registry/import.js';
 import { openRegistry, type Registry, type RegistryChange } from '../src/core/registry/registry.js';
 import { RegistryError } from '../src/core/registry/types.js';
+import { rejects } from './helpers/registry-error.js';
 import { tempDir } from './helpers/tmp.js';
 
 const LAPTOP = { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' };
@@ -19,19 +20,6 @@ const storeModule = fileURLToPath(new URL('../src/core/registry/file-store.js', 
 
 const open = (dir: string, create = true) => openRegistry(fileStore(dir), { create });
 
-/** Awaits a promise that must reject with a RegistryError of this code whose message matches. */
-async function rejects(p: Promise<unknown>, code: string, message?: RegExp): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.instance(err, RegistryError);
-    const e = err as RegistryError;
-    assert.is(e.code, code, e.message);
-    if (message) assert.match(e.message, message);
-    return e;
-  }
-  throw new assert.Assertion({ message: `expected a RegistryError "${code}"`, operator: 'rejects', expects: code, actual: 'resolved' });
-}
 
 test('a CID is stored as HMAC-SHA256 under a 0600 secret, never raw', async () => {
   const dir = join(tempDir(), 'state');

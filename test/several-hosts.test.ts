@@ -53,8 +53,8 @@ const allowed = async (h: Host, user: string, token: string, session: string) =>
 
 let sessions = 0;
 
-test.before(async () => {
-  if (!ready) return;
+// Only with Redis at hand: without it every test is registered as skipped.
+if (ready) test.before(async () => {
   redis = await startRedis({ dir: tempDir('cidlock-redis-'), password: PASSWORD, appendonly: true, appendfsync: 'always' });
   await startHost('a');
   await startHost('b');
