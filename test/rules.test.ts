@@ -10,7 +10,7 @@ import { tempDir } from './helpers/tmp.js';
 /** Each broken file and the exact lines an operator sees, relative to the fixture folder. */
 const BROKEN: Record<string, string[]> = {
   'bad-yaml-syntax.yaml': ['bad-yaml-syntax.yaml:2:1: YAML syntax: Flow map in block collection must be sufficiently indented and end with a }'],
-  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, store, dovecot, accounts, policy, domains, users, limits, defences, counters, alerts, audit, webhook, log, admin); did you mean "policy"?'],
+  'unknown-top-key.yaml': ['unknown-top-key.yaml:1:1: polcy: unknown key "polcy" (expected one of: listen, state_dir, store, dovecot, accounts, policy, domains, users, limits, defences, counters, alerts, audit, webhook, log, admin, portal, notice, pending); did you mean "policy"?'],
   'bad-mode.yaml': ['bad-mode.yaml:3:11: domains["example.com"].mode: expected one of off, monitor, learn, enforce, got "enforced"'],
   'bad-evidence.yaml': ['bad-evidence.yaml:4:19: users["alice@example.com"].protocols.imap[1]: expected one of cid, cert, vouch, device_type, got "cidd"'],
   'bad-bool.yaml': ['bad-bool.yaml:2:16: policy.require_tls: expected true or false, got "yes" (YAML 1.2 reads yes/no/on/off as text)'],
@@ -121,7 +121,7 @@ test('listen accepts ports, IPv6, off and unix sockets only where they make sens
   const r = parseRules('listen:\n  dovecot: 9000\n  postfix: unix:/run/cidlock/policy.sock\n  socketmap: off\n  admin: "[::1]:8426"\n', '/x/r.yaml');
   assert.ok(r.ok);
   if (!r.ok) return;
-  assert.equal(r.rules.listen, { dovecot: { host: '127.0.0.1', port: 9000 }, postfix: { path: '/run/cidlock/policy.sock' }, socketmap: null, admin: { host: '::1', port: 8426 } });
+  assert.equal(r.rules.listen, { dovecot: { host: '127.0.0.1', port: 9000 }, postfix: { path: '/run/cidlock/policy.sock' }, socketmap: null, admin: { host: '::1', port: 8426 }, portal: { host: '127.0.0.1', port: 8427 } });
   const bad = parseRules('listen:\n  admin: unix:/tmp/a.sock\n', '/x/r.yaml');
   assert.is(bad.ok, false);
   if (!bad.ok) assert.match(bad.errors[0]!.message, /only supported for postfix and socketmap/);

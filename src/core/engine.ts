@@ -12,6 +12,7 @@ import type { Registry, RegistryChange } from './registry/registry.js';
 import type { AuthRequest } from './request.js';
 import { effectivePolicy } from './rules/resolve.js';
 import type { LimitAction, Rules } from './rules/types.js';
+import type { PendingTracker } from './pending.js';
 import type { SharedEvent, SharedState } from './shared-state.js';
 import { createVouchStore, type VouchStore } from './vouches.js';
 
@@ -93,6 +94,8 @@ export interface EngineOptions {
   metrics?: Metrics;
   /** The state other cidlock hosts share with this one; absent: this host alone. */
   shared?: SharedState;
+  /** Remembers refused devices for their holder and last-used days; absent: neither is kept. */
+  pending?: PendingTracker;
 }
 
 /** Long enough to cover STARTTLS, EHLO and AUTH of one SMTP connection; short enough not to leak to the next. */
@@ -288,6 +291,7 @@ export function createEngine(opts: EngineOptions): Engine {
     const count = defences.recordRefusal(req.user, refusal, unknown, t);
     shared?.publish({ kind: 'refusal', user: req.user, refusal, unknown, at: t });
     if (!unknown) return;
+    opts.pending?.refused(req, d);
     const base = { user: req.user, remote: req.remote, ...extra };
     events.emit({ event: 'unknown_device_refused', protocol: req.protocol, ...base });
     const alert = rules.alerts.unknownDevice;
@@ -362,7 +366,10 @@ export function createEngine(opts: EngineOptions): Engine {
         }
       }
     };
-    if (d.proven !== undefined) vouch(d.proven);
+    if (d.proven !== undefined) {
+      vouch(d.proven);
+      opts.pending?.used(req.user, d.proven.hash);
+    }
     const learn = d.learn;
     if (learn === undefined) return;
     const input = learn.kind === 'cid'
@@ -496,9 +503,11 @@ export function createEngine(opts: EngineOptions): Engine {
     setRules(next) {
       rules = next;
       defences.setRules(next.limits, next.counters, next.alerts.unknownDevice.windowMs);
+      opts.pending?.setRules(next);
     },
     async idle() {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+      await opts.pending?.idle();
     },
   };
 }

@@ -37,6 +37,8 @@ export interface AuthRequest {
   /** Client software name and OS from the IMAP ID, when sent. */
   clientName?: string;
   clientOs?: string;
+  /** The IMAP ID "version" field, shown to the account holder next to the name. */
+  clientVersion?: string;
   /** Where in the login the server asks: before_auth, after_auth, RCPT, offline (cidlock test). */
   stage: string;
   /** The server's session id, for correlating log lines. */

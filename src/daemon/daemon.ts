@@ -148,7 +148,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   let listenAt = opts.rules.listen;
 
   try {
-    const make: Record<ListenerName, () => Server> = {
+    const make: Record<Exclude<ListenerName, 'portal'>, () => Server> = {
       admin: () => createAdminServer({
         engine, metrics, events: outputs.sink, logger,
         readiness: () => ({

@@ -111,7 +111,9 @@ export function translateDovecot(body: unknown, opts: { idFields: readonly strin
     const fields = parseImapId(rawId);
     const name = idField(fields, ['name']);
     const os = idField(fields, ['os']);
+    const version = idField(fields, ['version']);
     if (name !== undefined) req.clientName = name;
+    if (version !== undefined) req.clientVersion = version;
     if (os !== undefined) req.clientOs = os;
     idValue = idField(fields, opts.idFields);
   }

@@ -55,5 +55,5 @@ export function verifyToken(key: Buffer, token: string, purpose: TokenPurpose, n
   const [p, user, subject, exp] = v as unknown[];
   if (p !== purpose || typeof user !== 'string' || typeof subject !== 'string' || typeof exp !== 'number') return null;
   if (!(now < exp)) return null;
-  return { purpose: p, user, subject, exp };
+  return { purpose, user, subject, exp };
 }

@@ -36,7 +36,7 @@ function generate(dir: string): void {
         const hash = createHmac('sha256', secret).update(`${c.type} ${c.token}`).digest('hex');
         devices.push({ hash, kind: 'cid', type: c.type, label: `device ${d}`, added, source: 'admin' });
       }
-      batch += encodeSnapshotLine(bigUser(u), undefined, devices);
+      batch += encodeSnapshotLine(bigUser(u), { devices });
       if (batch.length > 1 << 20) {
         writeSync(fd, batch);
         batch = '';

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { Mode } from '../rules/types.js';
 import { openRegistry, type Registry } from './registry.js';
 import { slicer } from './slice.js';
-import type { RegistryStore, StoredDevice } from './types.js';
+import type { RegistryStore, UserSnapshot } from './types.js';
 
 export type CopyResult =
   | { status: 'copied'; users: number; devices: number; digest: string }
@@ -23,13 +22,9 @@ export async function registryDigest(registry: Registry): Promise<{ users: numbe
   return { users: users.length, devices, digest: h.digest('hex') };
 }
 
-/** A registry in memory as a store's snapshot takes it: every user's mode and devices. */
-export function* registryEntries(registry: Registry): Generator<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]> {
-  for (const u of registry.users()) {
-    const mode = registry.settings(u).mode;
-    const devices: StoredDevice[] = registry.devices(u).map((d) => ({ hash: d.hash, kind: d.kind, type: d.type, label: d.label, added: Date.parse(d.added), source: d.source }));
-    yield [u, { ...(mode === undefined ? {} : { mode }), devices }];
-  }
+/** A registry in memory as a store's snapshot takes it: every user's mode, devices, pending devices and links. */
+export function registryEntries(registry: Registry): Generator<[string, UserSnapshot]> {
+  return registry.entries();
 }
 
 /**

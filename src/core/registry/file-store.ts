@@ -345,7 +345,7 @@ export function fileStore(stateDir: string, opts: { compactBytes?: number; lockW
         await replaceFileAsync(snapshotPath, async (fh) => {
           let batch = SNAPSHOT_HEADER;
           for (const [user, rec] of users) {
-            batch += encodeSnapshotLine(user, rec.mode, rec.devices);
+            batch += encodeSnapshotLine(user, rec);
             if (batch.length > CHUNK) {
               await writeAll(fh, batch);
               batch = '';

@@ -294,7 +294,7 @@ export function redisStore(client: RedisClient, opts: RedisStoreOptions): RedisR
         batch = '';
       };
       for (const [user, rec] of users) {
-        batch += encodeSnapshotLine(user, rec.mode, rec.devices);
+        batch += encodeSnapshotLine(user, rec);
         if (batch.length >= CHUNK_BYTES) await flush();
         if (slice.due()) await slice.pause();
       }

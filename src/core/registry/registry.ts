@@ -3,7 +3,7 @@ import { cidText, type Cid } from '../cid.js';
 import type { Mode } from '../rules/types.js';
 import type { RegistryUserSettings } from '../rules/resolve.js';
 import { slicer, type Slicer } from './slice.js';
-import { RegistryError, type Device, type DeviceMatch, type DeviceSource, type RegistryOp, type RegistryStore, type StoreCursor, type StoredDevice } from './types.js';
+import { RegistryError, type Device, type DeviceMatch, type DeviceSource, type PendingDevice, type RegistryOp, type RegistryStore, type StoreCursor, type StoredDevice, type UserSnapshot } from './types.js';
 
 export type DeviceInput =
   | { kind: 'cid'; cid: Cid; label?: string }
@@ -39,6 +39,23 @@ export interface Registry {
   /** Throws RegistryError "ambiguous" when an ID prefix matches several devices; nothing is removed then. */
   remove(user: string, selector: DeviceSelector): Promise<Device[]>;
   setMode(user: string, mode: Mode | null): Promise<void>;
+  /** The devices this account refused and remembers (approval, "not me"), oldest first. */
+  pending(user: string): readonly PendingDevice[];
+  findPending(user: string, hash: string): PendingDevice | undefined;
+  /** Pending devices of all accounts, for the total bound. */
+  pendingTotal(): number;
+  /** The expiry of an unused sign-in link, or undefined. */
+  link(user: string, id: string): number | undefined;
+  linkCount(user: string): number;
+  /** The stored device with this full hash (with its last-used day), or undefined. */
+  device(user: string, hash: string): StoredDevice | undefined;
+  /**
+   * The general change: `plan` runs under the registry lock on the freshest state (read it with
+   * the calls above) and returns the operations to make durable and the caller's result.
+   */
+  change<T>(plan: () => { ops: RegistryOp[]; result: T }): Promise<T>;
+  /** Every user's line of a snapshot (a store copy, the local copy). */
+  entries(): Generator<[string, UserSnapshot]>;
   /** Catches up with other processes' changes without blocking; true when something changed. */
   refresh(): Promise<boolean>;
   /**
@@ -61,13 +78,21 @@ export function cleanLabel(label: string | undefined): string {
 interface UserEntry {
   mode?: Mode;
   devices: Map<string, StoredDevice>; // by hash: O(1) lookups
+  pending?: Map<string, PendingDevice>; // by hash, in the order first seen
+  links?: Map<string, number>; // sign-in link id -> expiry
 }
+
+const emptyEntry = (u: UserEntry) => u.mode === undefined && u.devices.size === 0 && (u.pending === undefined || u.pending.size === 0) && (u.links === undefined || u.links.size === 0);
 
 // Lookups run on every login and never show the date, so they skip formatting it. A lazy getter
 // would be cheaper still to write, but every object literal with an accessor outlives V8's young
 // generation: at 60,000 logins a second that promoted ~50 MB of garbage per 400,000 decisions.
 const match = (d: StoredDevice): DeviceMatch => ({ id: d.hash.slice(0, 12), kind: d.kind, type: d.type, hash: d.hash, label: d.label, source: d.source });
-const view = (d: StoredDevice): Device => ({ ...match(d), added: new Date(d.added).toISOString() });
+const view = (d: StoredDevice): Device => {
+  const v: Device = { ...match(d), added: new Date(d.added).toISOString() };
+  if (d.used !== undefined) v.used = new Date(d.used).toISOString();
+  return v;
+};
 
 /** Recently hashed CIDs: a device logs in again and again, and HMAC is the costliest step of a lookup. */
 const CID_HASH_CACHE = 50_000;
@@ -78,6 +103,15 @@ function createIndex() {
   // Certificates registered by anyone, counted so removing one user's copy keeps the others'.
   const certs = new Map<string, number>();
   let devices = 0;
+  let pendingTotal = 0;
+  const entryFor = (user: string): UserEntry => {
+    let u = users.get(user);
+    if (u === undefined) users.set(user, (u = { devices: new Map() }));
+    return u;
+  };
+  const unpend = (u: UserEntry, hash: string): void => {
+    if (u.pending?.delete(hash) === true) pendingTotal--;
+  };
   /** Applies one operation; for a removal, returns the hashes that were actually there. */
   const apply = (op: RegistryOp): string[] | undefined => {
     let u = users.get(op.user);
@@ -95,7 +129,32 @@ function createIndex() {
       u.devices.set(op.device.hash, op.device);
       devices++;
       if (op.device.kind === 'cert') certs.set(op.device.hash, (certs.get(op.device.hash) ?? 0) + 1);
-    } else if (u !== undefined) {
+      // A registered device is no longer waiting for its holder's answer.
+      unpend(u, op.device.hash);
+    } else if (op.op === 'pend') {
+      if (u === undefined) u = entryFor(op.user);
+      if (u.pending === undefined) u.pending = new Map();
+      if (!u.pending.has(op.pending.hash)) pendingTotal++;
+      u.pending.set(op.pending.hash, op.pending);
+    } else if (op.op === 'link') {
+      if (u === undefined) u = entryFor(op.user);
+      if (u.links === undefined) u.links = new Map();
+      u.links.set(op.id, op.exp);
+    } else if (u === undefined) {
+      return undefined;
+    } else if (op.op === 'unpend') {
+      for (const h of op.hashes) unpend(u, h);
+    } else if (op.op === 'unlink') {
+      u.links?.delete(op.id);
+    } else if (op.op === 'label') {
+      const d = u.devices.get(op.hash);
+      if (d !== undefined) u.devices.set(op.hash, { ...d, label: op.label });
+    } else if (op.op === 'used') {
+      for (const h of op.hashes) {
+        const d = u.devices.get(h);
+        if (d !== undefined && (d.used ?? 0) < op.at) d.used = op.at;
+      }
+    } else {
       removed = [];
       for (const h of op.hashes) {
         const d = u.devices.get(h);
@@ -110,10 +169,10 @@ function createIndex() {
         }
       }
     }
-    if (u !== undefined && u.mode === undefined && u.devices.size === 0) users.delete(op.user);
+    if (u !== undefined && emptyEntry(u)) users.delete(op.user);
     return removed;
   };
-  return { users, certs, apply, count: () => devices };
+  return { users, certs, apply, count: () => devices, pendingCount: () => pendingTotal };
 }
 
 /**
@@ -269,8 +328,15 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
         throw asRegistryError(err, store.location);
       }
     });
-  function* snapshotEntries(): Generator<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]> {
-    for (const [u, e] of idx.users) yield [u, { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() }];
+  function* snapshotEntries(): Generator<[string, UserSnapshot]> {
+    const t = Date.now();
+    for (const [u, e] of idx.users) {
+      const rec: UserSnapshot = { ...(e.mode ? { mode: e.mode } : {}), devices: e.devices.values() };
+      if (e.pending !== undefined && e.pending.size > 0) rec.pending = e.pending.values();
+      // A used or expired sign-in link is worth nothing: compaction forgets it.
+      if (e.links !== undefined && e.links.size > 0) rec.links = [...e.links].filter(([, exp]) => exp > t);
+      yield [u, rec];
+    }
   }
   const stored = (input: DeviceInput, hash: string, source: DeviceSource, now: Date): StoredDevice => ({
     hash, kind: input.kind, type: input.kind === 'cid' ? input.cid.type : 'cert', label: cleanLabel(input.label), added: now.getTime(), source,
@@ -355,6 +421,20 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
     async setMode(user, mode) {
       await mutate(async () => ({ ops: [{ op: 'mode', user, mode }], result: undefined }));
     },
+    pending: (user) => [...(idx.users.get(user)?.pending?.values() ?? [])].map((p) => ({ ...p })),
+    findPending(user, hash) {
+      const p = idx.users.get(user)?.pending?.get(hash);
+      return p === undefined ? undefined : { ...p };
+    },
+    pendingTotal: () => idx.pendingCount(),
+    link: (user, id) => idx.users.get(user)?.links?.get(id),
+    linkCount: (user) => idx.users.get(user)?.links?.size ?? 0,
+    device(user, hash) {
+      const d = idx.users.get(user)?.devices.get(hash);
+      return d === undefined ? undefined : { ...d };
+    },
+    change: (plan) => mutate(async () => plan()),
+    entries: snapshotEntries,
     refresh: () =>
       serial(async () => {
         try {

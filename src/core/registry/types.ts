@@ -1,7 +1,8 @@
 import type { Mode } from '../rules/types.js';
 
 export type DeviceKind = 'cid' | 'cert';
-export type DeviceSource = 'admin' | 'learn';
+/** admin: the operator (CLI, API); learn: learn mode; approved: the account holder, from the account page. */
+export type DeviceSource = 'admin' | 'learn' | 'approved';
 
 /** A registered device as commands and the API show it. */
 export interface Device {
@@ -15,10 +16,12 @@ export interface Device {
   label: string;
   added: string; // ISO 8601
   source: DeviceSource;
+  /** The day of the last login seen with it (ISO 8601, midnight UTC), absent when none was seen since it was added. */
+  used?: string;
 }
 
 /** What a login lookup returns: everything but the date, which only listings show. */
-export type DeviceMatch = Omit<Device, 'added'>;
+export type DeviceMatch = Omit<Device, 'added' | 'used'>;
 
 /** A device as kept in memory and on disk: compact, since a registry can hold millions. */
 export interface StoredDevice {
@@ -28,13 +31,52 @@ export interface StoredDevice {
   label: string;
   added: number; // epoch ms
   source: DeviceSource;
+  /** Epoch ms of the day (midnight UTC) of the last login seen with it; written at most once a day. */
+  used?: number;
+}
+
+/**
+ * A device a locked account refused: remembered until its holder approves it, says "not me", or it
+ * expires. Never a raw CID: the same keyed hash a registration would store.
+ */
+export interface PendingDevice {
+  hash: string;
+  kind: DeviceKind;
+  type: string;
+  /** The client's name (and version) from its IMAP ID; "" when it sent none. */
+  client: string;
+  protocol: string;
+  remote: string | null;
+  first: number; // epoch ms
+  last: number; // epoch ms
+  tries: number;
+  /** pending: waiting for the holder; rejected: "not me", kept out and no more notices. */
+  state: 'pending' | 'rejected';
+  /** When the holder was last sent a notice about it (epoch ms), 0 for never. */
+  noticed: number;
+}
+
+/** One user's line of a snapshot: what compaction writes and reading replays. */
+export interface UserSnapshot {
+  mode?: Mode;
+  devices: Iterable<StoredDevice>;
+  pending?: Iterable<PendingDevice>;
+  /** Sign-in links issued and not used yet: [id, expiry in epoch ms]. */
+  links?: Iterable<readonly [string, number]>;
 }
 
 /** Every change to the registry is one of these, appended to the journal. Replaying is idempotent. */
 export type RegistryOp =
   | { op: 'add'; user: string; device: StoredDevice }
   | { op: 'remove'; user: string; hashes: string[] }
-  | { op: 'mode'; user: string; mode: Mode | null };
+  | { op: 'mode'; user: string; mode: Mode | null }
+  | { op: 'label'; user: string; hash: string; label: string }
+  | { op: 'used'; user: string; hashes: string[]; at: number }
+  /** Adds or replaces the pending device with this hash. */
+  | { op: 'pend'; user: string; pending: PendingDevice }
+  | { op: 'unpend'; user: string; hashes: string[] }
+  | { op: 'link'; user: string; id: string; exp: number }
+  | { op: 'unlink'; user: string; id: string };
 
 /** How far a reader has read: which snapshot and journal files, and the journal offset. */
 export interface StoreCursor {
@@ -64,7 +106,7 @@ export interface RegistryStore {
   /** Whether the journal has grown enough that a new snapshot is worth writing. */
   shouldCompact(cursor: StoreCursor): Promise<boolean>;
   /** With the lock held: writes a new snapshot from `users` atomically and starts an empty journal. */
-  compact(users: Iterable<[string, { mode?: Mode; devices: Iterable<StoredDevice> }]>): Promise<StoreCursor>;
+  compact(users: Iterable<[string, UserSnapshot]>): Promise<StoreCursor>;
   /** The HMAC key for CIDs; created on first use when `create`, else null if there is none yet. */
   secret(create: boolean): Promise<Buffer | null>;
   /**

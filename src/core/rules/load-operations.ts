@@ -27,7 +27,7 @@ const DEFAULT_COUNTERS: CounterSettings = { maxEntries: 100_000, prefixV4: 24, p
 
 const MAX_WINDOW = 7 * 24 * HOUR;
 
-function duration(w: Walker, e: Entry, path: PathSegment[], max: number, what: string): number | undefined {
+export function duration(w: Walker, e: Entry, path: PathSegment[], max: number, what: string): number | undefined {
   const v = scalarValue(e.value);
   const ms = typeof v === 'string' ? parseDuration(v) : null;
   if (ms !== null && ms > 0 && ms <= max) return ms;
@@ -35,7 +35,7 @@ function duration(w: Walker, e: Entry, path: PathSegment[], max: number, what: s
   return undefined;
 }
 
-function int(w: Walker, e: Entry, path: PathSegment[], min: number, max: number): number | undefined {
+export function int(w: Walker, e: Entry, path: PathSegment[], min: number, max: number): number | undefined {
   const v = scalarValue(e.value);
   if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
   w.error(e.value ?? e.keyNode, path, `expected a whole number from ${min} to ${max}, got ${describe(e.value)}`);
@@ -103,7 +103,7 @@ function isHttpUrl(text: string): boolean {
   }
 }
 
-function section(w: Walker, e: Entry | undefined, path: string | PathSegment[], keys: readonly string[]): Map<string, Entry> {
+export function section(w: Walker, e: Entry | undefined, path: string | PathSegment[], keys: readonly string[]): Map<string, Entry> {
   const out = new Map<string, Entry>();
   if (e === undefined) return out;
   const p = typeof path === 'string' ? [path] : path;

@@ -14,6 +14,7 @@ import {
   type Entry, type PathSegment, type Walker,
 } from './yaml-walk.js';
 import { bool, listOf, oneOf, str } from './fields.js';
+import { PORTAL_KEYS, readPortalRules } from './load-portal.js';
 import { OPERATIONS_KEYS, readOperations } from './load-operations.js';
 import { readStore } from './load-store.js';
 import { loginNameProblem, lowerAscii } from '../login-name.js';
@@ -37,13 +38,15 @@ export const DEFAULT_LISTEN: Readonly<Record<ListenerName, ListenAddress>> = {
   postfix: { path: `${POSTFIX_SOCKET_DIR}/policy` },
   socketmap: { path: `${POSTFIX_SOCKET_DIR}/socketmap` },
   admin: { host: '127.0.0.1', port: 8426 },
+  // Served only when the rules have portal:; loopback, behind the operator's HTTPS reverse proxy.
+  portal: { host: '127.0.0.1', port: 8427 },
 };
 
 /** The file Dovecot's API key is kept in when the rules do not give one: state_dir/dovecot.key. */
 export const DOVECOT_KEY_FILE = 'dovecot.key';
 
-const TOP_KEYS = ['listen', 'state_dir', 'store', 'dovecot', 'accounts', 'policy', 'domains', 'users', ...OPERATIONS_KEYS] as const;
-const LISTENERS = ['dovecot', 'postfix', 'socketmap', 'admin'] as const;
+const TOP_KEYS = ['listen', 'state_dir', 'store', 'dovecot', 'accounts', 'policy', 'domains', 'users', ...OPERATIONS_KEYS, ...PORTAL_KEYS] as const;
+const LISTENERS = ['dovecot', 'postfix', 'socketmap', 'admin', 'portal'] as const;
 const LAYER_KEYS = ['mode', 'require_tls', 'message', 'vouch_ttl', 'protocols', 'device_types', 'networks', 'learn'] as const;
 const MAX_MESSAGE = 200;
 const MAX_VOUCH_TTL = 7 * 86_400_000;
@@ -420,6 +423,7 @@ export function parseRules(text: string, file: string): RulesResult {
     domains: domainsE === undefined || domainsE.value === null ? new Map() : readNamedLayers(w, domainsE.value, domainsE.keyNode, 'domains'),
     users: usersE === undefined || usersE.value === null ? new Map() : readNamedLayers(w, usersE.value, usersE.keyNode, 'users'),
     ...readOperations(w, byKey, stateDir),
+    ...readPortalRules(w, byKey, baseDir, root),
   };
   const byPlace = (a: RulesIssue, b: RulesIssue) => a.line - b.line || a.col - b.col;
   w.issues.sort(byPlace);

@@ -41,7 +41,7 @@ export interface PolicyLayer {
  */
 export type ListenAddress = { host: string; port: number; clients?: readonly Cidr[] } | { path: string };
 
-export type ListenerName = 'dovecot' | 'postfix' | 'socketmap' | 'admin';
+export type ListenerName = 'dovecot' | 'postfix' | 'socketmap' | 'admin' | 'portal';
 
 export const LIMIT_KEYS = ['address', 'network', 'user'] as const;
 export type LimitKey = (typeof LIMIT_KEYS)[number];
@@ -105,6 +105,32 @@ export interface Rules {
   readonly log: { readonly decisions: DecisionLogLevel };
   /** Bearer token for the admin API; "" disables the API (health and metrics stay open). */
   readonly admin: { readonly token: string };
+  /**
+   * The account page (served on listen.portal, behind the operator's HTTPS proxy at url), or null.
+   * strings: the operator's strings file, "" for the shipped one.
+   */
+  readonly portal: null | {
+    readonly url: string; // ends with "/"
+    readonly userModes: readonly Mode[];
+    readonly linkTtlMs: number;
+    readonly sessionTtlMs: number;
+    readonly strings: string;
+    readonly signInPerHour: { readonly address: number; readonly account: number; readonly total: number };
+  };
+  /** Notices mailed to the account's own mailbox; template paths "" are the shipped templates. */
+  readonly notice: null | {
+    readonly from: string;
+    readonly transport: { readonly kind: 'sendmail'; readonly command: readonly string[] } | { readonly kind: 'smtp'; readonly host: string; readonly port: number };
+    readonly deviceTemplate: string;
+    readonly deviceHtml: string;
+    readonly signinTemplate: string;
+    readonly signinHtml: string;
+    readonly perAccountPerDay: number;
+    /** Added to account names without a domain to mail them; "" uses accounts.default_domain. */
+    readonly toDomain: string;
+  };
+  /** Refused devices remembered for their holder's answer: how long, and how many. */
+  readonly pending: { readonly expireMs: number; readonly perAccount: number; readonly total: number };
 }
 
 /** A problem in a rules file, located precisely enough to jump to it in an editor. */

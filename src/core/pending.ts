@@ -1,0 +1,252 @@
+import { LRUCache } from 'lru-cache';
+import type { Decision } from './decide.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import { PENDING_CLIENT_MAX } from './registry/codec.js';
+import type { Registry } from './registry/registry.js';
+import type { PendingDevice, RegistryOp } from './registry/types.js';
+import type { AuthRequest } from './request.js';
+import type { Rules } from './rules/types.js';
+
+/**
+ * Refused devices remembered for their holder's answer, and the last-used day of registered ones.
+ * Both come from logins, which can come by the thousand a second: what reaches the registry is
+ * bounded and coalesced, so a flood of attempts is never a flood of writes.
+ */
+export interface PendingTracker {
+  /** A locked account refused an unknown device: remember it, and say whether its holder should hear of it. */
+  refused(req: AuthRequest, d: Decision): void;
+  /** A registered device proved a login: its last-used day. */
+  used(user: string, hash: string): void;
+  /**
+   * Claims the right to mail the holder about this pending device, for all hosts (under the
+   * registry lock): not about a device answered "not me", once a day per device, and at most
+   * `perAccountPerDay` a day per account. Returns the device and when it was noticed before, or
+   * null when no notice is due.
+   */
+  claimNotice(user: string, hash: string, perAccountPerDay: number): Promise<{ pending: PendingDevice; previous: number } | null>;
+  /** A notice that could not be sent: the claim is given back, so a later attempt may notify. */
+  unclaimNotice(user: string, hash: string, previous: number): Promise<void>;
+  /** Writes what is due now: tries and last-seen times, last-used days. */
+  flush(): Promise<void>;
+  setRules(rules: Rules): void;
+  /** Resolves once every write started has finished. */
+  idle(): Promise<void>;
+  stop(): void;
+}
+
+const DAY = 86_400_000;
+/** A pending device's tries and last-seen time reach the registry at most this often. */
+const TOUCH_MS = 60_000;
+const FLUSH_MS = 30_000;
+/** New pending devices one account may add in an hour: a bot cycling CIDs writes no more than this. */
+const NEW_PER_ACCOUNT_PER_HOUR = 20;
+const MAX_TRACKED = 100_000;
+/** Writes in one flush; what is left waits for the next. */
+const MAX_FLUSH_OPS = 5_000;
+/** How often one device may ask for a notice (the claim is a write under the lock). */
+const NOTICE_ASK_MS = 3_600_000;
+
+const dayOf = (t: number) => t - (t % DAY);
+
+export function clientText(req: AuthRequest): string {
+  const text = [req.clientName, req.clientVersion].filter((x) => x !== undefined && x !== '').join(' ');
+  // Untrusted text that ends up in mail and pages: printable, one line, bounded.
+  return text.replace(/[\x00-\x1f\x7f]/g, ' ').replace(/\s+/g, ' ').trim().slice(0, PENDING_CLIENT_MAX);
+}
+
+export function createPendingTracker(o: {
+  registry: Registry;
+  rules: Rules;
+  logger: Logger;
+  now?: () => number;
+  metrics?: Metrics;
+  /** A new pending device, or one whose daily notice is due: the daemon decides whether to mail. */
+  notify?: (user: string, hash: string) => void;
+}): PendingTracker {
+  const { registry, logger } = o;
+  const now = o.now ?? Date.now;
+  let rules = o.rules;
+  const inFlight = new Set<Promise<unknown>>();
+  // Tries and sightings not yet written, per user and hash.
+  const touched = new LRUCache<string, { user: string; hash: string; tries: number; last: number; remote: string | null; protocol: string; client: string }>({ max: MAX_TRACKED });
+  const writing = new Set<string>();
+  const newPerAccount = new LRUCache<string, number[]>({ max: MAX_TRACKED });
+  const usedDirty = new LRUCache<string, { user: string; hash: string; day: number }>({ max: MAX_TRACKED });
+  const asked = new LRUCache<string, true>({ max: MAX_TRACKED, ttl: NOTICE_ASK_MS });
+  const m = o.metrics;
+  const pendingTotal = m?.counter('pending_devices_total', 'Refused unknown devices remembered for their holder, by outcome', ['status']);
+  m?.gaugeFn('pending_devices', 'Devices waiting for their holder\'s answer (or answered "not me")', () => registry.pendingTotal());
+
+  const background = <T>(p: Promise<T>, what: string): void => {
+    const q = p.catch((err: unknown) => logger.log('error', 'registry_write_failed', { what, error: (err as Error).message })).finally(() => inFlight.delete(q));
+    inFlight.add(q);
+  };
+
+  const allowNew = (user: string, t: number): boolean => {
+    const times = (newPerAccount.get(user) ?? []).filter((x) => t - x < 3_600_000);
+    if (times.length >= NEW_PER_ACCOUNT_PER_HOUR) return false;
+    times.push(t);
+    newPerAccount.set(user, times);
+    return true;
+  };
+
+  const expired = (p: PendingDevice, t: number) => t - p.last > rules.pending.expireMs;
+
+  const addNew = (user: string, fresh: PendingDevice): void => {
+    const key = `${user}\0${fresh.hash}`;
+    writing.add(key);
+    background(
+      registry.change(() => {
+        const t = now();
+        if (registry.hasDevice(user, fresh.hash)) return { ops: [], result: 'registered' as const };
+        const have = registry.findPending(user, fresh.hash);
+        if (have !== undefined) {
+          return { ops: [{ op: 'pend', user, pending: { ...have, last: Math.max(have.last, fresh.last), tries: have.tries + fresh.tries, remote: fresh.remote, protocol: fresh.protocol } }], result: 'updated' as const };
+        }
+        const ops: RegistryOp[] = [];
+        const mine = registry.pending(user);
+        const gone = mine.filter((p) => expired(p, t)).map((p) => p.hash);
+        let left = mine.filter((p) => !expired(p, t));
+        // An account's list is bounded: the device seen least recently makes room.
+        while (left.length >= rules.pending.perAccount) {
+          const oldest = left.reduce((a, b) => (b.last < a.last ? b : a));
+          gone.push(oldest.hash);
+          left = left.filter((p) => p !== oldest);
+        }
+        if (gone.length === 0 && registry.pendingTotal() >= rules.pending.total) return { ops: [], result: 'full' as const };
+        if (gone.length > 0) ops.push({ op: 'unpend', user, hashes: gone });
+        ops.push({ op: 'pend', user, pending: fresh });
+        return { ops, result: 'added' as const };
+      }).then((r) => {
+        pendingTotal?.inc({ status: r });
+        if (r === 'full') logger.log('warn', 'pending_full', { user, note: `pending.total (${rules.pending.total}) devices are waiting already; this one is not remembered` });
+        if (r === 'added') {
+          logger.log('info', 'device_pending', { user, device: fresh.hash.slice(0, 12), type: fresh.type, protocol: fresh.protocol, remote: fresh.remote });
+          asked.set(key, true);
+          o.notify?.(user, fresh.hash);
+        }
+      }).finally(() => writing.delete(key)),
+      'pending device',
+    );
+  };
+
+  const refused = (req: AuthRequest, d: Decision): void => {
+    const t = now();
+    const shown = d.evidence.find((e) => e.status === 'unregistered' && (e.kind === 'cid' || e.kind === 'cert'));
+    if (shown === undefined) return;
+    let hash: string | null = null;
+    let kind: 'cid' | 'cert' = 'cid';
+    let type = 'cert';
+    if (shown.kind === 'cid' && req.cid !== undefined) {
+      hash = registry.cidHash(req.cid);
+      type = req.cid.type;
+    } else if (shown.kind === 'cert' && req.certFingerprints.length > 0) {
+      hash = req.certFingerprints[0]!;
+      kind = 'cert';
+    }
+    // No key yet means no device was ever registered: there is nothing to approve against.
+    if (hash === null) return;
+    const user = req.user;
+    const key = `${user}\0${hash}`;
+    const client = clientText(req);
+    const remote = req.remote === null ? null : req.remote.slice(0, 64);
+    const protocol = req.protocol.slice(0, 16);
+    const have = registry.findPending(user, hash);
+    if (have === undefined || expired(have, t)) {
+      if (writing.has(key)) {
+        const x = touched.get(key);
+        if (x !== undefined) x.tries++;
+        else touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client });
+        return;
+      }
+      if (!allowNew(user, t)) {
+        pendingTotal?.inc({ status: 'rate_limited' });
+        return;
+      }
+      addNew(user, { hash, kind, type, client, protocol, remote, first: t, last: t, tries: 1, state: 'pending', noticed: 0 });
+      return;
+    }
+    const x = touched.get(key);
+    if (x === undefined) touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client });
+    else Object.assign(x, { tries: x.tries + 1, last: t, remote, protocol });
+    // Its daily notice may be due: asked for at most once an hour per device.
+    if (have.state === 'pending' && t - have.noticed >= DAY && !asked.has(key)) {
+      asked.set(key, true);
+      o.notify?.(user, hash);
+    }
+  };
+
+  const flush = async (): Promise<void> => {
+    const t = now();
+    const touches = [...touched.values()].filter((x) => !writing.has(`${x.user}\0${x.hash}`));
+    const due = touches.filter((x) => {
+      const have = registry.findPending(x.user, x.hash);
+      return have === undefined || x.last - have.last >= TOUCH_MS || t - have.last >= TOUCH_MS;
+    }).slice(0, MAX_FLUSH_OPS);
+    const used = [...usedDirty.values()].slice(0, MAX_FLUSH_OPS);
+    if (due.length === 0 && used.length === 0) return;
+    for (const x of due) touched.delete(`${x.user}\0${x.hash}`);
+    for (const u of used) usedDirty.delete(`${u.user}\0${u.hash}`);
+    await registry.change(() => {
+      const ops: RegistryOp[] = [];
+      for (const x of due) {
+        const have = registry.findPending(x.user, x.hash);
+        // Answered or approved meanwhile: its tries are of no more use.
+        if (have === undefined) continue;
+        ops.push({ op: 'pend', user: x.user, pending: { ...have, tries: have.tries + x.tries, last: Math.max(have.last, x.last), remote: x.remote, protocol: x.protocol, ...(have.client === '' && x.client !== '' ? { client: x.client } : {}) } });
+      }
+      const byUser = new Map<string, { day: number; hashes: string[] }>();
+      for (const u of used) {
+        const d = registry.device(u.user, u.hash);
+        if (d === undefined || (d.used ?? 0) >= u.day) continue;
+        const k = `${u.user}\0${u.day}`;
+        const g = byUser.get(k) ?? { day: u.day, hashes: [] };
+        g.hashes.push(u.hash);
+        byUser.set(k, g);
+      }
+      for (const [k, g] of byUser) ops.push({ op: 'used', user: k.slice(0, k.indexOf('\0')), hashes: g.hashes, at: g.day });
+      return { ops, result: undefined };
+    });
+  };
+
+  const timer = setInterval(() => background(flush(), 'pending and last-used'), FLUSH_MS);
+  timer.unref();
+
+  return {
+    refused,
+    used(user, hash) {
+      const day = dayOf(now());
+      const d = registry.device(user, hash);
+      if (d === undefined || (d.used ?? 0) >= day) return;
+      usedDirty.set(`${user}\0${hash}`, { user, hash, day });
+    },
+    claimNotice(user, hash, perAccountPerDay) {
+      return registry.change(() => {
+        const t = now();
+        const p = registry.findPending(user, hash);
+        if (p === undefined || p.state !== 'pending' || t - p.noticed < DAY || expired(p, t)) return { ops: [], result: null };
+        const today = registry.pending(user).filter((x) => t - x.noticed < DAY).length;
+        if (today >= perAccountPerDay) return { ops: [], result: null };
+        const claimed = { ...p, noticed: t };
+        return { ops: [{ op: 'pend', user, pending: claimed }], result: { pending: claimed, previous: p.noticed } };
+      });
+    },
+    async unclaimNotice(user, hash, previous) {
+      await registry.change(() => {
+        const p = registry.findPending(user, hash);
+        return { ops: p === undefined ? [] : [{ op: 'pend', user, pending: { ...p, noticed: previous } }], result: undefined };
+      });
+    },
+    flush,
+    setRules(next) {
+      rules = next;
+    },
+    async idle() {
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}
