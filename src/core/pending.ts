@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import type { EventSink } from '../alerts/events.js';
 import type { Decision } from './decide.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -61,6 +62,7 @@ export function createPendingTracker(o: {
   logger: Logger;
   now?: () => number;
   metrics?: Metrics;
+  events?: EventSink;
   /** A new pending device, or one whose daily notice is due: the daemon decides whether to mail. */
   notify?: (user: string, hash: string) => void;
 }): PendingTracker {
@@ -122,7 +124,7 @@ export function createPendingTracker(o: {
         pendingTotal?.inc({ status: r });
         if (r === 'full') logger.log('warn', 'pending_full', { user, note: `pending.total (${rules.pending.total}) devices are waiting already; this one is not remembered` });
         if (r === 'added') {
-          logger.log('info', 'device_pending', { user, device: fresh.hash.slice(0, 12), type: fresh.type, protocol: fresh.protocol, remote: fresh.remote });
+          o.events?.emit({ event: 'device_pending', user, device: fresh.hash.slice(0, 12), type: fresh.type, protocol: fresh.protocol, remote: fresh.remote, ...(fresh.client === '' ? {} : { client: fresh.client }) });
           asked.set(key, true);
           o.notify?.(user, fresh.hash);
         }
