@@ -18,6 +18,11 @@ import { createPolicyServer } from '../postfix-policy/policy-server.js';
 import { createSocketmapServer } from '../postfix-policy/socketmap-server.js';
 import { allowOnly } from '../net/client-allow-list.js';
 import { listenUnix } from '../net/unix-socket.js';
+import { createServer as createHttpServer } from 'node:http';
+import { createPendingTracker } from '../core/pending.js';
+import { createPortal, PORTAL_SERVER_LIMITS } from '../portal/server.js';
+import { loadPortalStrings } from '../portal/strings.js';
+import { createAccounts, loadNoticeTemplates } from './accounts.js';
 import { createOutputs } from './outputs.js';
 import { startRegistrySync } from './registry-sync.js';
 
@@ -61,6 +66,12 @@ const START_WAIT_MS = 3000;
 const LOCAL_COPY_SAVE_MS = 10 * 60_000;
 const RULES_SETTLE_MS = 300;
 
+/** The account page for these rules, or null when they have none. */
+function portalFor(rules: Rules, accounts: ReturnType<typeof createAccounts>, logger: Logger) {
+  if (rules.portal === null) return null;
+  return createPortal({ service: accounts, settings: rules.portal, strings: loadPortalStrings(rules.portal.strings === '' ? undefined : rules.portal.strings), logger });
+}
+
 export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promise<Daemon> {
   const { logger } = opts;
   const metrics = createMetrics('cidlock_');
@@ -98,7 +109,27 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     await opened.close();
     throw err;
   }
-  const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics, ...(shared ? { shared } : {}) });
+  // Refused devices wait for their holder's answer; the notices and the account page act on them.
+  const notifyRef: { notify?: (user: string, hash: string) => void } = {};
+  const tracker = createPendingTracker({ registry, rules: opts.rules, logger, metrics, events: outputs.sink, notify: (u, h) => notifyRef.notify?.(u, h) });
+  const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics, pending: tracker, ...(shared ? { shared } : {}) });
+  let accounts;
+  let portal;
+  try {
+    // Bad templates or strings stop the start with their file:line:col, like bad rules.
+    accounts = createAccounts({
+      engine, tracker, events: outputs.sink, logger, metrics,
+      templates: opts.rules.notice === null ? null : loadNoticeTemplates(opts.rules.notice),
+      secret: () => store.secret(true),
+    });
+    portal = portalFor(opts.rules, accounts, logger);
+  } catch (err) {
+    tracker.stop();
+    await shared?.stop();
+    await opened.close();
+    throw err;
+  }
+  notifyRef.notify = accounts.notify;
   const reloads = metrics.counter('rules_reloads_total', 'Rules reloads by result', ['result']);
   metrics.gaugeFn('rules_loaded_timestamp_seconds', 'When the rules in force were loaded', () => loadedAt / 1000);
   let loadedAt = Date.now();
@@ -148,7 +179,7 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   let listenAt = opts.rules.listen;
 
   try {
-    const make: Record<Exclude<ListenerName, 'portal'>, () => Server> = {
+    const make: Record<ListenerName, () => Server> = {
       admin: () => createAdminServer({
         engine, metrics, events: outputs.sink, logger,
         readiness: () => ({
@@ -167,10 +198,27 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
       dovecot: () => createDovecotServer({ engine, logger, apiKey: () => dovecotKey, ...(shared ? { shared } : {}) }),
       postfix: () => createPolicyServer({ engine, logger }),
       socketmap: () => createSocketmapServer({ engine, logger }),
+      portal: () => {
+        const srv = createHttpServer({
+          maxHeaderSize: PORTAL_SERVER_LIMITS.maxHeaderSize,
+          requestTimeout: PORTAL_SERVER_LIMITS.requestTimeout,
+          headersTimeout: PORTAL_SERVER_LIMITS.headersTimeout,
+          connectionsCheckingInterval: 1000,
+        }, (req, res) => {
+          if (portal === null) {
+            res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('The account page is not configured.\n');
+          } else portal.handle(req, res);
+        });
+        srv.keepAliveTimeout = PORTAL_SERVER_LIMITS.keepAliveTimeout;
+        srv.maxConnections = PORTAL_SERVER_LIMITS.maxConnections;
+        return srv;
+      },
     };
-    for (const name of ['admin', 'dovecot', 'postfix', 'socketmap'] as const) {
+    for (const name of ['admin', 'dovecot', 'postfix', 'socketmap', 'portal'] as const) {
       const addr = listenAt[name];
       if (addr === null) continue;
+      // The account page is served only when the rules configure it.
+      if (name === 'portal' && opts.rules.portal === null) continue;
       const server = make[name]();
       track(server);
       addresses[name] = await listen(server, addr, name, logger);
@@ -215,9 +263,21 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
     for (const name of Object.keys(listenAt) as ListenerName[]) {
       if (!sameJson(listenAt[name], r.rules.listen[name])) logger.log('warn', 'listen_changed', { listener: name, note: 'listener addresses change on restart only' });
     }
+    // New templates and page texts are read before anything changes: a bad one keeps the old rules.
+    let templates = null;
+    let nextPortal = null;
+    try {
+      templates = r.rules.notice === null ? null : loadNoticeTemplates(r.rules.notice);
+      nextPortal = portalFor(r.rules, accounts, logger);
+    } catch (err) {
+      return reject([(err as Error).message]);
+    }
+    if ((r.rules.portal === null) !== (engine.rules.portal === null)) logger.log('warn', 'listen_changed', { listener: 'portal', note: 'the account page starts or stops on restart only' });
     listenAt = r.rules.listen;
     // One assignment between two requests: every request sees either the old rules or the new.
     engine.setRules(r.rules);
+    accounts.setTemplates(templates);
+    portal = nextPortal;
     dovecotKey = nextKey;
     outputs.configure(r.rules);
     loadedAt = Date.now();
@@ -273,8 +333,12 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
         // Postfix and Dovecot keep connections open for minutes; a stop must not wait for them.
         for (const sock of sockets.get(srv) ?? []) sock.destroy();
       })));
-      // Registrations learn mode started are written before the process goes.
+      // Registrations learn mode started are written before the process goes, and what the
+      // pending tracker holds (tries, last-used days), and the notices on their way.
+      tracker.stop();
       await engine.idle();
+      await tracker.flush().catch((err: unknown) => logger.log('warn', 'registry_write_failed', { what: 'pending and last-used', error: (err as Error).message }));
+      await accounts.idle();
       // The freshest copy for the next start, should Redis be unreachable then.
       await localCopy?.save(registry).catch((err: unknown) => logger.log('warn', 'local_copy_failed', { error: (err as Error).message }));
       await outputs.close();
