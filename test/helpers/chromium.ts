@@ -8,7 +8,7 @@ import { tempDir } from './tmp.js';
 
 /** Debian's binary itself: its /usr/bin/chromium wrapper adds extension flags and fails a shell test on hosts with two /dev/shm mounts. */
 const CANDIDATES = ['/usr/lib/chromium/chromium', '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
-export const CHROMIUM: string | null = process.env.CHROMIUM ?? CANDIDATES.find((p) => existsSync(p)) ?? null;
+export const CHROMIUM: string | null = [process.env.CHROMIUM, ...CANDIDATES].find((p) => p && existsSync(p)) ?? null;
 
 const CALL_TIMEOUT_MS = 15_000;
 const NAVIGATION_TIMEOUT_MS = 15_000;
@@ -18,7 +18,6 @@ const CLOSE_GRACE_MS = 5_000;
 /** A full-page PNG in base64 is the largest message we expect; anything bigger is a runaway. */
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 const STDERR_TAIL_BYTES = 8 * 1024;
-
 
 const FLAGS = [
   '--headless', '--remote-debugging-pipe', '--no-sandbox', '--no-first-run', '--no-default-browser-check',
@@ -36,10 +35,12 @@ export function requireChromium(testName: string): boolean {
   return false;
 }
 
+/** The main document's response; header names in lower case, repeated headers (Set-Cookie) joined by newlines. */
 export interface DocumentResponse { status: number; headers: Record<string, string> }
 export interface Cookie { name: string; value: string; httpOnly: boolean; secure: boolean; sameSite?: string }
 export interface AXNode { role: string; name: string }
-type Params = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** CDP parameters and results, loosely typed: the protocol is large and the driver reads few fields. */
+export type Params = Record<string, any>;
 
 export interface Page {
   goto(url: string): Promise<DocumentResponse>;
@@ -54,16 +55,27 @@ export interface Page {
   evaluate<T = unknown>(expression: string): Promise<T>;
   setViewport(width: number, height: number, o?: { mobile?: boolean; deviceScaleFactor?: number }): Promise<void>;
   screenshot(file: string, o?: { fullPage?: boolean }): Promise<void>;
-  /** Console errors, uncaught exceptions and browser log errors (CSP "Refused to ...") since the page opened. */
+  /** Console errors, uncaught exceptions and browser log errors (CSP violations among them) since the page opened. */
   problems(): string[];
   accessibility(): Promise<AXNode[]>;
   cookies(): Promise<Cookie[]>;
+  /** Any other CDP command, on this page's session. */
+  send(method: string, params?: Params): Promise<Params>;
   close(): Promise<void>;
 }
 
-export interface Browser { version: string; newPage(): Promise<Page>; close(): Promise<void> }
+export interface Browser {
+  version: string;
+  pid: number;
+  /** The temporary profile folder, removed by close(). */
+  profile: string;
+  newPage(): Promise<Page>;
+  /** Ends the browser (SIGTERM, then SIGKILL) and removes its profile; safe after a crash. */
+  close(): Promise<void>;
+}
 
-interface Waiter { check: () => boolean; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+interface Waiter { check: () => boolean; resolve: (met: boolean) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+interface Call { method: string; sessionId: string; resolve: (r: Params) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
 type Listener = (method: string, params: Params) => void;
 
 /** Browsers still running, by their profile folder: killed, whatever happened, when the test process exits. */
@@ -94,7 +106,7 @@ function killCrashpad(profile: string): void {
 function connect(proc: ChildProcess, stderrTail: () => string) {
   const out = proc.stdio[3] as Writable;
   const inp = proc.stdio[4] as Readable;
-  const pending = new Map<number, { method: string; resolve: (r: Params) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  const pending = new Map<number, Call>();
   const listeners = new Map<string, Listener>();
   const waiters = new Set<Waiter>();
   let nextId = 1;
@@ -102,11 +114,18 @@ function connect(proc: ChildProcess, stderrTail: () => string) {
   let chunks: Buffer[] = [];
   let buffered = 0;
 
+  const fail = (e: Error, sessionId?: string): void => {
+    for (const [id, c] of pending) {
+      if (sessionId !== undefined && c.sessionId !== sessionId) continue;
+      pending.delete(id);
+      clearTimeout(c.timer);
+      c.reject(new Error(`${c.method}: ${e.message}`));
+    }
+  };
   const die = (e: Error): void => {
     if (dead) return;
     dead = e;
-    for (const p of pending.values()) { clearTimeout(p.timer); p.reject(new Error(`${p.method}: ${e.message}`)); }
-    pending.clear();
+    fail(e);
     for (const w of waiters) { clearTimeout(w.timer); w.reject(e); }
     waiters.clear();
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
@@ -126,7 +145,7 @@ function connect(proc: ChildProcess, stderrTail: () => string) {
     } else if (m.method) {
       listeners.get(m.sessionId ?? '')?.(m.method, m.params ?? {});
     }
-    for (const w of waiters) if (w.check()) { waiters.delete(w); clearTimeout(w.timer); w.resolve(); }
+    for (const w of waiters) if (w.check()) { waiters.delete(w); clearTimeout(w.timer); w.resolve(true); }
   };
   inp.on('data', (d: Buffer) => {
     let from = 0;
@@ -144,21 +163,23 @@ function connect(proc: ChildProcess, stderrTail: () => string) {
   });
 
   return {
-    send(method: string, params: Params = {}, sessionId?: string): Promise<Params> {
+    send(method: string, params: Params = {}, sessionId = ''): Promise<Params> {
       if (dead) return Promise.reject(new Error(`${method}: ${dead.message}`));
       const id = nextId++;
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => { pending.delete(id); reject(new Error(`${method}: no answer within ${CALL_TIMEOUT_MS} ms`)); }, CALL_TIMEOUT_MS);
-        pending.set(id, { method, resolve, reject, timer });
+        pending.set(id, { method, sessionId, resolve, reject, timer });
         out.write(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }) + '\0');
       });
     },
-    /** Resolves once check() holds, checking now and after every incoming message. */
-    until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
+    /** Rejects the calls a page (session) still waits for: it crashed, and will not answer. */
+    fail: (sessionId: string, e: Error): void => fail(e, sessionId),
+    /** True once check() holds, checked now and after every incoming message; false at the deadline. */
+    until(check: () => boolean, timeoutMs: number): Promise<boolean> {
       if (dead) return Promise.reject(dead);
-      if (check()) return Promise.resolve();
+      if (check()) return Promise.resolve(true);
       return new Promise((resolve, reject) => {
-        const w: Waiter = { check, resolve, reject, timer: setTimeout(() => { waiters.delete(w); reject(new Error(`${what}: not within ${timeoutMs} ms`)); }, timeoutMs) };
+        const w: Waiter = { check, resolve, reject, timer: setTimeout(() => { waiters.delete(w); resolve(false); }, timeoutMs) };
         waiters.add(w);
       });
     },
@@ -185,6 +206,8 @@ export async function launchChromium(o: { args?: string[] } = {}): Promise<Brows
   const { product } = await cdp.send('Browser.getVersion');
   return {
     version: String(product),
+    pid: proc.pid ?? 0,
+    profile,
     newPage: () => openPage(cdp),
     async close() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
@@ -200,7 +223,8 @@ export async function launchChromium(o: { args?: string[] } = {}): Promise<Brows
 async function openPage(cdp: Connection): Promise<Page> {
   const { targetId } = await cdp.send('Target.createTarget', { url: 'about:blank' });
   const { sessionId } = await cdp.send('Target.attachToTarget', { targetId, flatten: true });
-  const send = (method: string, params?: Params): Promise<Params> => cdp.send(method, params, sessionId);
+  const send = (method: string, params?: Params): Promise<Params> =>
+    s.crashed ? Promise.reject(new Error(`${method}: the page crashed`)) : cdp.send(method, params, sessionId);
   const s = {
     mainFrame: '', loader: '', loaded: new Set<string>(), starts: 0, stops: 0, crashed: false,
     responses: new Map<string, { requestId: string; status: number; headers: Record<string, string> }>(),
@@ -209,7 +233,8 @@ async function openPage(cdp: Connection): Promise<Page> {
   /** The main document's response by navigation (loader) id, with the raw headers when Chromium sent them. */
   const response = (loaderId: string): DocumentResponse | undefined => {
     const r = s.responses.get(loaderId);
-    return r && { status: r.status, headers: lowerKeys({ ...r.headers, ...s.rawHeaders.get(r.requestId) }) };
+    const headers = Object.entries({ ...r?.headers, ...s.rawHeaders.get(r?.requestId ?? '') }).map(([k, v]) => [k.toLowerCase(), v]);
+    return r && { status: r.status, headers: Object.fromEntries(headers) };
   };
   cdp.listen(sessionId, (method, p) => {
     switch (method) {
@@ -230,17 +255,18 @@ async function openPage(cdp: Connection): Promise<Page> {
         break;
       case 'Runtime.exceptionThrown': s.problems.push(`exception: ${p.exceptionDetails.exception?.description ?? p.exceptionDetails.text}`); break;
       case 'Log.entryAdded': if (p.entry.level === 'error') s.problems.push(`${p.entry.source}: ${p.entry.text}`); break;
-      case 'Inspector.targetCrashed': s.crashed = true; break;
+      case 'Inspector.targetCrashed': s.crashed = true; cdp.fail(sessionId, new Error('the page crashed')); break;
     }
   });
   for (const domain of ['Page', 'Network', 'Runtime', 'Log']) await send(`${domain}.enable`);
   await send('Page.setLifecycleEventsEnabled', { enabled: true });
   s.mainFrame = (await send('Page.getFrameTree')).frameTree.frame.id;
 
-  const alive = (check: () => boolean) => () => s.crashed || check();
-  const waitLoaded = async (what: string, done: () => boolean): Promise<void> => {
-    await cdp.until(alive(done), what, NAVIGATION_TIMEOUT_MS);
+  /** Waits for a navigation to end as `done` tells, or for the page to crash. */
+  const navigated = async (what: string, done: () => boolean, timeoutMs = NAVIGATION_TIMEOUT_MS): Promise<boolean> => {
+    const met = await cdp.until(() => s.crashed || done(), timeoutMs);
     if (s.crashed) throw new Error(`${what}: the page crashed`);
+    return met;
   };
   const evaluate = async <T>(expression: string): Promise<T> => {
     const r = await send('Runtime.evaluate', { expression, returnByValue: true, awaitPromise: true });
@@ -255,7 +281,7 @@ async function openPage(cdp: Connection): Promise<Page> {
     async goto(url) {
       const nav = await send('Page.navigate', { url });
       if (nav.errorText) throw new Error(`goto ${url}: ${nav.errorText}`);
-      await waitLoaded(`load of ${url}`, () => s.loaded.has(nav.loaderId));
+      if (!await navigated(`goto ${url}`, () => s.loaded.has(nav.loaderId))) throw new Error(`goto ${url}: no load event within ${NAVIGATION_TIMEOUT_MS} ms`);
       const r = response(nav.loaderId);
       if (!r) throw new Error(`goto ${url}: no document response`);
       return r;
@@ -269,17 +295,14 @@ async function openPage(cdp: Connection): Promise<Page> {
       await send('Input.dispatchMouseEvent', { type: 'mouseMoved', ...box });
       await send('Input.dispatchMouseEvent', { type: 'mousePressed', button: 'left', clickCount: 1, ...box });
       await send('Input.dispatchMouseEvent', { type: 'mouseReleased', button: 'left', clickCount: 1, ...box });
-      try {
-        await cdp.until(alive(() => s.starts > starts), 'navigation start', CLICK_NAVIGATION_START_MS);
-      } catch (e) {
-        if (/not within/.test((e as Error).message)) return undefined;
-        throw e;
-      }
+      const what = `click ${selector}`;
+      if (!await navigated(what, () => s.starts > starts, CLICK_NAVIGATION_START_MS)) return undefined;
       // A navigation that commits nothing (204, a download) stops loading on the old document.
-      await waitLoaded(`navigation after clicking ${selector}`, () => (s.loader !== before && s.loaded.has(s.loader)) || (s.stops > stops && s.loader === before));
+      const ended = () => (s.loader !== before && s.loaded.has(s.loader)) || (s.stops > stops && s.loader === before);
+      if (!await navigated(what, ended)) throw new Error(`${what}: the navigation did not end within ${NAVIGATION_TIMEOUT_MS} ms`);
       if (s.loader === before) return undefined;
       const r = response(s.loader);
-      if (!r) throw new Error(`click ${selector}: the navigation had no document response`);
+      if (!r) throw new Error(`${what}: the navigation had no document response`);
       return r;
     },
     async fill(selector, value) {
@@ -312,13 +335,10 @@ async function openPage(cdp: Connection): Promise<Page> {
       const { cookies } = await send('Network.getCookies');
       return (cookies as Params[]).map((c) => ({ name: c.name, value: c.value, httpOnly: c.httpOnly, secure: c.secure, ...(c.sameSite ? { sameSite: c.sameSite } : {}) }));
     },
+    send,
     async close() {
       cdp.listen(sessionId, undefined);
       await cdp.send('Target.closeTarget', { targetId });
     },
   };
-}
-
-function lowerKeys(h: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
 }
