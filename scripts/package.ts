@@ -9,7 +9,7 @@
  * DEB_REVISION (default 1), DEB_MAINTAINER ("Name <email>").
  *
  * Layout (debhelper conventions, by hand):
- *   /usr/lib/cidlock/{bin/cidlock, dist/src, package.json, node_modules/{yaml,lru-cache}}
+ *   /usr/lib/cidlock/{bin/cidlock, dist/src, templates, package.json, node_modules/{yaml,lru-cache}}
  *   /usr/bin/cidlock -> ../lib/cidlock/bin/cidlock        (runs /usr/bin/node)
  *   /etc/cidlock/cidlock.yaml                              (conffile; postinst: 0640 root:cidlock)
  *   /lib/systemd/system/cidlock.service
@@ -438,6 +438,9 @@ export function buildDeb(opts: BuildOptions = {}): BuildResult {
       license: rootPkg.license, engines: rootPkg.engines, bin: rootPkg.bin, dependencies: rootPkg.dependencies,
     };
     put(root, `${LIB}/package.json`, `${JSON.stringify(runtimePkg, null, 2)}\n`);
+    // The shipped notice templates and account page texts, found beside dist/ (an operator's own
+    // copies, named in the rules, live in /etc/cidlock).
+    copyTree(join(REPO_ROOT, 'templates'), join(root, LIB, 'templates'), (rel) => /(^|\/)\./.test(rel));
     const modules = productionModules(rootPkg);
     for (const name of [...modules.keys()].sort()) {
       copyTree(join(REPO_ROOT, 'node_modules', name), join(root, LIB, 'node_modules', name), moduleSkip);

@@ -7,6 +7,8 @@ import type { DeviceInput } from '../core/registry/registry.js';
 import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
 import { effectivePolicy } from '../core/rules/resolve.js';
 import { MODES, type Mode } from '../core/rules/types.js';
+import { approvePending, pendingById, rejectPending } from '../core/pending.js';
+import type { PendingDevice } from '../core/registry/types.js';
 
 export interface ApiResponse { status: number; body: unknown }
 
@@ -60,7 +62,7 @@ const REGISTRY_STATUS: Record<RegistryErrorCode, number> = { ambiguous: 409, loc
  * Routing and validation only; the registry does the work under its lock, as the CLI does.
  */
 export async function handleApi(engine: Engine, events: EventSink, method: string, path: string, body: unknown): Promise<ApiResponse> {
-  const m = /^\/api\/users\/([^/]+)(?:\/(devices|mode|refusals)(?:\/([0-9a-fA-F]{6,64}))?)?\/?$/.exec(path);
+  const m = /^\/api\/users\/([^/]+)(?:\/(devices|mode|refusals|pending)(?:\/([0-9a-fA-F]{6,64}))?)?\/?$/.exec(path);
   if (m === null) return err(404, 'unknown API path; see the README for the routes');
   const user = userFrom(m[1]!, engine.rules.accounts.defaultDomain);
   if (user === null) return err(400, 'not a login name');
@@ -97,9 +99,43 @@ export async function handleApi(engine: Engine, events: EventSink, method: strin
       return ok({ user, registry_mode: mode, mode: eff.mode, mode_set_by: eff.sources.mode });
     }
     if (what === 'refusals' && method === 'GET') return ok({ user, refusals: engine.defences.recentRefusals(user) });
+    if (what === 'pending') return await pendingRoute(engine, events, method, user, id, body);
     return err(405, `${method} is not served on this path`);
   } catch (e) {
     if (e instanceof RegistryError) return err(REGISTRY_STATUS[e.code], `registry: ${e.message}`);
     throw e;
   }
+}
+
+const pendingView = (p: PendingDevice) => ({
+  id: p.hash.slice(0, 12), kind: p.kind, type: p.type, state: p.state, tries: p.tries, first: new Date(p.first).toISOString(),
+  last: new Date(p.last).toISOString(), protocol: p.protocol, remote: p.remote, client: p.client,
+});
+
+/** GET the pending devices; POST { "answer": "approve" | "reject", "label"? } to one of them, as the operator. */
+async function pendingRoute(engine: Engine, events: EventSink, method: string, user: string, id: string | undefined, body: unknown): Promise<ApiResponse> {
+  const reg = engine.registry;
+  const now = Date.now();
+  const expireMs = engine.rules.pending.expireMs;
+  if (id === undefined) {
+    if (method !== 'GET') return err(405, `${method} is not served on this path`);
+    return ok({ user, pending: reg.pending(user).filter((p) => now - p.last <= expireMs).map(pendingView) });
+  }
+  if (method !== 'POST') return err(405, `${method} is not served on this path`);
+  const b = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;
+  if (b.answer !== 'approve' && b.answer !== 'reject') return err(400, '"answer" must be "approve" or "reject"');
+  if (b.label !== undefined && (typeof b.label !== 'string' || b.answer !== 'approve')) return err(400, '"label" is text, for approve');
+  const hits = pendingById(reg, user, id, expireMs, now);
+  if (hits.length > 1) return err(409, `pending device ID ${id} is ambiguous: give more digits`);
+  if (hits.length === 0) return err(404, 'no such pending device');
+  const p = hits[0]!;
+  if (b.answer === 'approve') {
+    const d = await approvePending(reg, user, p.hash, { now, expireMs, source: 'admin', ...(typeof b.label === 'string' ? { label: b.label } : {}) });
+    if (d === null) return err(404, 'no longer pending');
+    events.emit({ event: 'device_registered', user, device: d.hash.slice(0, 12), kind: d.kind, type: d.type, source: 'admin', label: d.label });
+    return ok({ status: 'approved', device: { id: d.hash.slice(0, 12), kind: d.kind, type: d.type, label: d.label, added: new Date(d.added).toISOString(), source: d.source } });
+  }
+  if (!(await rejectPending(reg, user, p.hash, { now, expireMs }))) return err(409, 'not waiting for an answer (rejected already)');
+  events.emit({ event: 'device_rejected', user, device: p.hash.slice(0, 12), source: 'admin' });
+  return ok({ status: 'rejected', id: p.hash.slice(0, 12) });
 }

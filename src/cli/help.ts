@@ -13,6 +13,7 @@ SYNOPSIS
      cidlock test    [-c FILE] (--dovecot-json FILE | --postfix FILE)
      cidlock users   (set USER --mode MODE | show USER) [-c FILE]
      cidlock devices (list | add | remove | import) ... [-c FILE]
+     cidlock pending (list | approve | reject) ... [-c FILE]
      cidlock config  (dovecot [--dovecot 2.3|2.4] [--clientid] | postfix) [-c FILE]
      cidlock store   copy --from STORE --to STORE [--force] [-c FILE]
      cidlock help    [COMMAND]
@@ -252,6 +253,43 @@ EXIT STATUS
 EXAMPLES
      cidlock users set bob@example.com --mode enforce
      cidlock users show bob@example.com
+`,
+  pending: `NAME
+     cidlock pending - devices a locked account refused, waiting for an answer
+
+SYNOPSIS
+     cidlock pending list [USER] [--json] [-c FILE]
+     cidlock pending approve USER ID [--label L] [-c FILE]
+     cidlock pending reject USER ID [-c FILE]
+
+DESCRIPTION
+     When an account in enforce mode (or in learn mode past its
+     learn.max_devices) refuses a device it does not know, cidlock remembers
+     it as pending: the keyed hash of its CID (never the CID) or its
+     certificate fingerprint, the client's name and version from its IMAP ID,
+     the protocol, the address, when it was first and last seen and how many
+     tries it made. With portal: and notice: in the rules, the account's own
+     mailbox gets a notice with a link to approve it. Pending devices expire
+     after pending.expire (7d) without a try; an account keeps at most
+     pending.per_account (10) of them, the least recently seen making room.
+
+     list     pending devices: user, ID, kind, type, state (pending, or
+              rejected: answered "not me"), tries, first and last seen,
+              protocol, address, client.
+     approve  registers the device, as the holder's Approve button does
+              (source admin); the next login from it is let in.
+     reject   marks it "not me": it stays locked out and brings no more
+              notices.
+
+OPTIONS
+     --label L            a name for the approved device (default: its client)
+     --json               machine-readable output (list)
+${CONFIG}
+
+EXIT STATUS
+     0 done; 1 no such pending device; 2 usage error or invalid rules;
+     3 an ID matches several pending devices; 4 registry locked; 5 a state
+     file cannot be read or written; 6 the registry is damaged.
 `,
   devices: `NAME
      cidlock devices - manage a user's registered devices

@@ -6,6 +6,7 @@ import { UsageError } from './args.js';
 import { checkCommand } from './commands/check.js';
 import { configCommand } from './commands/config.js';
 import { devicesCommand } from './commands/devices.js';
+import { pendingCommand } from './commands/pending.js';
 import { serveCommand } from './commands/serve.js';
 import { storeCommand } from './commands/store.js';
 import { testCommand } from './commands/test.js';
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => number | Promise<numb
   test: testCommand,
   users: usersCommand,
   devices: devicesCommand,
+  pending: pendingCommand,
   config: configCommand,
   store: storeCommand,
 };

@@ -4,8 +4,8 @@ import type { Decision } from './decide.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { PENDING_CLIENT_MAX } from './registry/codec.js';
-import type { Registry } from './registry/registry.js';
-import type { PendingDevice, RegistryOp } from './registry/types.js';
+import { cleanLabel, type Registry } from './registry/registry.js';
+import type { PendingDevice, RegistryOp, StoredDevice } from './registry/types.js';
 import type { AuthRequest } from './request.js';
 import type { Rules } from './rules/types.js';
 
@@ -251,4 +251,33 @@ export function createPendingTracker(o: {
       clearInterval(timer);
     },
   };
+}
+
+/** Pending devices whose hash starts with this ID (as listings show it), expired ones left out. */
+export function pendingById(registry: Registry, user: string, id: string, expireMs: number, now: number): PendingDevice[] {
+  const want = id.toLowerCase();
+  return registry.pending(user).filter((p) => p.hash.startsWith(want) && now - p.last <= expireMs);
+}
+
+/**
+ * Registers a pending device (source "approved" for its holder, "admin" for the operator), under
+ * the registry lock; null when it is no longer pending (answered, expired, approved elsewhere).
+ */
+export function approvePending(registry: Registry, user: string, hash: string, o: { now: number; expireMs: number; source: 'approved' | 'admin'; label?: string }): Promise<StoredDevice | null> {
+  return registry.change(() => {
+    const p = registry.findPending(user, hash);
+    if (p === undefined || o.now - p.last > o.expireMs) return { ops: [], result: null };
+    if (registry.hasDevice(user, hash)) return { ops: [{ op: 'unpend', user, hashes: [hash] }], result: null };
+    const device: StoredDevice = { hash, kind: p.kind, type: p.type, label: cleanLabel(o.label ?? (p.client === '' ? p.type : p.client)), added: o.now, source: o.source };
+    return { ops: [{ op: 'add', user, device }], result: device };
+  });
+}
+
+/** Marks a pending device "not me": it stays out and brings no more notices. False when it is not pending. */
+export function rejectPending(registry: Registry, user: string, hash: string, o: { now: number; expireMs: number }): Promise<boolean> {
+  return registry.change(() => {
+    const p = registry.findPending(user, hash);
+    if (p === undefined || o.now - p.last > o.expireMs || p.state === 'rejected') return { ops: [], result: false };
+    return { ops: [{ op: 'pend', user, pending: { ...p, state: 'rejected' } }], result: true };
+  });
 }

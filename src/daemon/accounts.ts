@@ -4,7 +4,7 @@ import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { accountName, parseLoginName } from '../core/login-name.js';
 import type { Metrics } from '../core/metrics.js';
-import type { PendingTracker } from '../core/pending.js';
+import { approvePending, rejectPending, type PendingTracker } from '../core/pending.js';
 import { cleanLabel } from '../core/registry/registry.js';
 import type { PendingDevice } from '../core/registry/types.js';
 import { effectivePolicy } from '../core/rules/resolve.js';
@@ -182,26 +182,13 @@ export function createAccounts(o: {
       return { mode: eff.mode, choices: fixed ? [] : rules().portal?.userModes ?? [], own: reg().settings(user).mode ?? null };
     },
     async approve(user, hash, actor) {
-      const t = now();
-      const device = await reg().change(() => {
-        const p = reg().findPending(user, hash);
-        if (p === undefined || expired(p, t)) return { ops: [], result: null };
-        if (reg().hasDevice(user, hash)) return { ops: [{ op: 'unpend', user, hashes: [hash] }], result: null };
-        const d = { hash, kind: p.kind, type: p.type, label: cleanLabel(p.client === '' ? p.type : p.client), added: t, source: 'approved' as const };
-        return { ops: [{ op: 'add', user, device: d }], result: d };
-      });
+      const device = await approvePending(reg(), user, hash, { now: now(), expireMs: rules().pending.expireMs, source: 'approved' });
       if (device === null) return 'gone';
       events.emit({ event: 'device_registered', user, device: hash.slice(0, 12), kind: device.kind, type: device.type, label: device.label, ...holder(actor) });
       return 'done';
     },
     async reject(user, hash, actor) {
-      const t = now();
-      const done = await reg().change(() => {
-        const p = reg().findPending(user, hash);
-        if (p === undefined || expired(p, t) || p.state === 'rejected') return { ops: [], result: false };
-        return { ops: [{ op: 'pend', user, pending: { ...p, state: 'rejected' } }], result: true };
-      });
-      if (!done) return 'gone';
+      if (!(await rejectPending(reg(), user, hash, { now: now(), expireMs: rules().pending.expireMs }))) return 'gone';
       events.emit({ event: 'device_rejected', user, device: hash.slice(0, 12), ...holder(actor) });
       return 'done';
     },

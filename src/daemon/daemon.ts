@@ -113,14 +113,18 @@ export async function startDaemon(opts: { rules: Rules; logger: Logger }): Promi
   const notifyRef: { notify?: (user: string, hash: string) => void } = {};
   const tracker = createPendingTracker({ registry, rules: opts.rules, logger, metrics, events: outputs.sink, notify: (u, h) => notifyRef.notify?.(u, h) });
   const engine = createEngine({ rules: opts.rules, registry, logger, events: outputs.sink, metrics, pending: tracker, ...(shared ? { shared } : {}) });
-  let accounts;
-  let portal;
+  let accounts: ReturnType<typeof createAccounts>;
+  let portal: ReturnType<typeof portalFor>;
   try {
     // Bad templates or strings stop the start with their file:line:col, like bad rules.
     accounts = createAccounts({
       engine, tracker, events: outputs.sink, logger, metrics,
       templates: opts.rules.notice === null ? null : loadNoticeTemplates(opts.rules.notice),
-      secret: () => store.secret(true),
+      secret: async () => {
+        const key = await store.secret(true);
+        if (key === null) throw new Error('the registry has no key yet');
+        return key;
+      },
     });
     portal = portalFor(opts.rules, accounts, logger);
   } catch (err) {
