@@ -10,6 +10,8 @@ import { openRegistry } from '../../core/registry/registry.js';
 import { StoreUnreachableError } from '../../core/registry/open-store.js';
 import { redisDurabilityWarnings } from '../../core/registry/redis-durability.js';
 import { HELP } from '../help.js';
+import { loadNoticeTemplates } from '../../daemon/accounts.js';
+import { loadPortalStrings } from '../../portal/strings.js';
 
 export function formatListen(a: ListenAddress | null): string {
   if (a === null) return 'off';
@@ -200,6 +202,15 @@ function secretWarnings(rules: Rules, who: DaemonUser): { line: string; warnings
   return { line: `API key in ${file} (${readable})`, warnings };
 }
 
+function canRun(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
 export async function checkCommand(argv: string[], io: Io): Promise<number> {
   const { values } = parseCommand(argv, CONFIG_OPTION, { min: 0, max: 0, names: '' });
   if (values.help) return io.out(HELP.check!), 0;
@@ -217,12 +228,26 @@ export async function checkCommand(argv: string[], io: Io): Promise<number> {
   for (const w of [...exposureWarnings(rules), ...secrets.warnings]) io.err(`warning: ${w}`);
   const server = effectivePolicy({ ...rules, domains: new Map(), users: new Map() }, '');
   io.out(`${file}: OK`);
-  io.out(`  listen:    ${(Object.entries(rules.listen) as Array<[ListenerName, ListenAddress | null]>).map(([k, v]) => `${k} ${formatListen(v)}`).join(', ')}`);
+  io.out(`  listen:    ${(Object.entries(rules.listen) as Array<[ListenerName, ListenAddress | null]>).filter(([k]) => k !== 'portal' || rules.portal !== null).map(([k, v]) => `${k} ${formatListen(v)}`).join(', ')}`);
   io.out(`  dovecot:   ${secrets.line}`);
   io.out(`  policy:    mode ${server.mode}, require_tls ${server.require_tls}, vouch_ttl ${server.vouch_ttl / 1000}s`);
   io.out(`  domains:   ${rules.domains.size}`);
   io.out(`  users:     ${rules.users.size} in the rules file`);
   let status = 0;
+  // The templates and page texts are read at start and reload: a mistake in them is found here first.
+  if (rules.notice !== null && rules.portal !== null) {
+    try {
+      loadNoticeTemplates(rules.notice);
+      loadPortalStrings(rules.portal.strings === '' ? undefined : rules.portal.strings);
+      const t = rules.notice.transport;
+      io.out(`  portal:    ${rules.portal.url} (served on ${formatListen(rules.listen.portal)}), holders may choose ${rules.portal.userModes.join(', ') || 'no mode'}`);
+      io.out(`  notices:   from ${rules.notice.from} through ${t.kind === 'smtp' ? `SMTP ${t.host}:${t.port}` : t.command.join(' ')}, at most ${rules.notice.perAccountPerDay} a day per account`);
+      if (t.kind === 'sendmail' && !canRun(t.command[0]!)) io.err(`warning: notice.sendmail: ${t.command[0]} is not an executable program here; notices would fail (install an MTA, or use notice.smtp)`);
+    } catch (err) {
+      io.err(`notice/portal: ${(err as Error).message}`);
+      status = 1;
+    }
+  }
   if (rules.audit.file !== '') {
     const why = cannotAppend(rules.audit.file, who);
     const user = `${who.name}${who.assumed ? ' (state_dir does not exist yet: assumed to be you)' : ", the daemon's user (state_dir's owner)"}`;
