@@ -181,7 +181,13 @@ test('composeMessage: a non-ASCII subject and display name as RFC 2047 words, fo
   const from = headers.find((h) => h.startsWith('From:'))!;
   assert.match(from, /^From: =\?UTF-8\?B\?[^?]+\?=.*<postmaster@example\.org>$/s);
   assert.is(decodeEncodedWords(from.slice(5).replace(/<[^>]+>$/, '')), 'Sécurité du courrier ');
-  for (const l of allLines(msg)) assert.ok(l.length <= 78, `line too long: ${l}`);
+  for (const l of allLines(msg)) {
+    assert.ok(l.length <= 78, `line too long: ${l}`);
+    if (l.includes('=?')) assert.ok(l.length <= 76, `a line with encoded-words longer than 76: ${l}`);
+  }
+  const longName = splitMessage(composeMessage({ ...base(), from: `${'Sécurité '.repeat(12)}<postmaster@example.org>` }).toString('latin1')).headers.find((h) => h.startsWith('From:'))!;
+  for (const l of longName.split('\r\n')) assert.ok(l.length <= 76, `From line of ${l.length}`);
+  assert.is(decodeEncodedWords(longName.slice(5).replace(/<[^>]+>$/, '')), 'Sécurité '.repeat(12));
   // A plain long ASCII subject is folded at spaces, as it is.
   const long = 'Was this you? '.repeat(12).trim();
   const plain = splitMessage(composeMessage({ ...base(), subject: long }).toString('latin1')).headers.find((h) => h.startsWith('Subject:'))!;

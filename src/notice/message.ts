@@ -74,17 +74,17 @@ function encodedWords(text: string, firstUsed: number): string[] {
   return words;
 }
 
-/** Folds space-separated tokens into `Name: ...` lines of at most 78; null when a token is too long. */
-function foldTokens(name: string, tokens: readonly string[]): string | null {
+/** Folds space-separated tokens into `Name: ...` lines of at most `limit`; null when a token is too long. */
+function foldTokens(name: string, tokens: readonly string[], limit = MAX_HEADER_LINE): string | null {
   const lines: string[] = [];
   let cur = `${name}:`;
   for (const t of tokens) {
-    if (cur.length + 1 + t.length > MAX_HEADER_LINE && cur !== `${name}:`) {
+    if (cur.length + 1 + t.length > limit && cur !== `${name}:`) {
       lines.push(cur);
       cur = '';
     }
     cur += ` ${t}`;
-    if (cur.length > MAX_HEADER_LINE) return null;
+    if (cur.length > limit) return null;
   }
   lines.push(cur);
   return lines.join('\r\n');
@@ -111,14 +111,17 @@ function mailboxHeader(name: string, display: string, addr: string): string {
   const tail = `<${addr}>`;
   if (display === '') return `${name}: ${tail}`;
   let phrase: string[];
+  let limit = MAX_HEADER_LINE;
   if (PRINTABLE_ASCII.test(display) && !display.includes('=?')) {
     phrase = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$/.test(display) && !display.includes('  ')
       ? display.split(' ').filter((t) => t !== '')
       : [`"${display.replace(/["\\]/g, '\\$&')}"`];
   } else {
     phrase = encodedWords(display, name.length + 2);
+    // RFC 2047 section 2: a line holding encoded-words is at most 76 characters.
+    limit = 76;
   }
-  const folded = foldTokens(name, [...phrase, tail]);
+  const folded = foldTokens(name, [...phrase, tail], limit);
   if (folded === null) throw new NoticeError('invalid', `${name}: the display name is too long for one header line`);
   return folded;
 }
