@@ -250,6 +250,7 @@ test('devices page: rename (bounded, control characters out, escaped), remove, a
       assert.ok(r.body.includes(strings.mode_not_offered));
     }
     assert.is(alice.mode, 'enforce');
+    assert.ok(page.body.includes('id="mode-learn"'));
     // The service has the last word: its refusal is shown as it says it, escaped.
     service.failWith = new PortalRefusal('<b>not now</b>');
     const refused = await b.post('/cidlock/devices/rename', { csrf, id: '0123456789ab', label: 'x' });
@@ -419,6 +420,9 @@ test('bounds and errors: 413, 400, 415, 404, 405, 503, the stylesheet, HEAD; eve
     assertSecurityHeaders(json, 'json');
     assert.is(json.status, 415);
     assert.is((await b.get('/nowhere')).status, 404);
+    assert.is((await b.get(`/cidlock/approv/${'T'.repeat(40)}`)).status, 404);
+    assert.ok(logs.some((l) => l.status === 404 && l.route === '(unknown)'));
+    assert.not.ok(JSON.stringify(logs).includes('T'.repeat(40)), 'an unknown path, maybe a mistyped link, reached the log');
     assert.is((await b.get('/cidlock/s')).status, 405);
     assert.is((await b.get('/signin')).status, 405);
     const put = await send(port, 'PUT', '/cidlock/', '');
@@ -457,6 +461,19 @@ test('plain http base without a prefix: cookies without __Host- or Secure, scope
     const mail = service.nextMail();
     await b.post('/signin', { csrf: field(home.body, 'csrf'), address: BOB }, { origin: 'http://127.0.0.1:1' });
     assert.match((await mail).link, /^http:\/\/127\.0\.0\.1:1\/portal\/s\//);
+  } finally {
+    await close();
+  }
+});
+
+test('the lock form offers only the modes both the service and the portal settings allow', async () => {
+  const { service, port, close } = await start({ userModes: ['enforce'] });
+  try {
+    const { b, devices, csrf } = await signIn(port, service);
+    assert.ok(devices.body.includes('id="mode-enforce"'));
+    assert.not.ok(devices.body.includes('id="mode-learn"'));
+    assert.is((await b.post('/cidlock/lock', { csrf, mode: 'learn' })).status, 400);
+    assert.is(service.accounts.get(ALICE)!.mode, 'learn');
   } finally {
     await close();
   }
