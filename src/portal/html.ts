@@ -115,7 +115,7 @@ form{margin:.5rem 0}
 form.inline{display:inline-block}
 ul.items{list-style:none;padding:0;margin:0}
 ul.items>li{border:1px solid #8a8d91;border-radius:6px;padding:.75rem;margin:0 0 .75rem}
-.name{font-weight:600;margin:0;overflow-wrap:anywhere}
+.name{font-size:1.0625rem;font-weight:600;margin:0;overflow-wrap:anywhere}
 dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.25rem .75rem;margin:.5rem 0}
 dt{font-weight:600}
 dd{margin:0;overflow-wrap:anywhere}

@@ -110,8 +110,10 @@ export interface DevicesData {
 
 function deviceItem(t: Texts, base: string, csrf: string, d: DeviceView): Html {
   const id = idPart(d.id);
+  // A device without a name still needs something to be told apart by, on screen and in a screen reader's list of headings.
+  const name = d.label === '' ? d.type : d.label;
   return html`<li>
-<p class="name">${d.label}</p>
+<h3 class="name">${name}</h3>
 <dl>
 <dt>${t('device_type')}</dt><dd>${d.type}</dd>
 <dt>${t('device_added')}</dt><dd>${formatWhen(d.added)}</dd>
@@ -122,7 +124,7 @@ ${postForm(`${base}devices/rename`, csrf, html`${hidden('id', d.id)}
 <input type="text" id="rename-${id}" name="label" value="${d.label}" maxlength="100" required>
 <button type="submit" id="rename-${id}-submit" class="secondary">${t('rename_submit')}</button>`)}
 ${postForm(`${base}devices/remove`, csrf, html`${hidden('id', d.id)}
-<button type="submit" id="remove-${id}" class="danger">${t('remove_submit', { label: d.label })}</button>`)}
+<button type="submit" id="remove-${id}" class="danger">${t('remove_submit', { label: name })}</button>`)}
 </li>`;
 }
 

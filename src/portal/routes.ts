@@ -258,7 +258,8 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
   const devices = (c: Ctx): PortalReply => {
     const s = sessionOf(c);
     if (s === null) return redirect(url);
-    const lock = service.lock(s.user);
+    const given = service.lock(s.user);
+    const lock = { ...given, choices: given.choices.filter((m) => settings.userModes.includes(m)) };
     const page = devicesPage(t, base, {
       user: s.user,
       devices: service.devices(s.user),
@@ -353,8 +354,11 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
     '/pending/approve': answerPending('approve'), '/pending/reject': answerPending('reject'),
     '/lock': setLock, '/signout': signOut,
   };
-  /** The route for the log: token paths without their token. */
-  const routeName = (path: string) => path.replace(/^\/(s|approve)\/.*$/s, '/$1/…').slice(0, 100);
+  /** The route for the log: token paths without their token, and no unknown path as typed (it may hold one). */
+  const routeName = (path: string) => {
+    if (/^\/(s|approve)\//.test(path)) return path.startsWith('/s/') ? '/s/…' : '/approve/…';
+    return Object.hasOwn(GETS, path) || Object.hasOwn(POSTS, path) || path === '/portal.css' ? path : '(unknown)';
+  };
 
   return async (req) => {
     const at = now();

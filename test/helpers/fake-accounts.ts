@@ -46,7 +46,9 @@ export function fakeAccounts(): FakeAccounts {
     failWith: null,
     nextMail: () => new Promise((resolve) => waiting.push(resolve)),
     account(typed) {
+      // Like logins: a bare name is in the default domain.
       const t = typed.trim().toLowerCase();
+      if (/^[^\s@]+$/.test(t)) return `${t}@example.org`;
       return /^[^\s@]+@[^\s@]+$/.test(t) ? t : null;
     },
     known(user) {
