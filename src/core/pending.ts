@@ -75,7 +75,8 @@ export function createPendingTracker(o: {
   const writing = new Set<string>();
   const newPerAccount = new LRUCache<string, number[]>({ max: MAX_TRACKED });
   const usedDirty = new LRUCache<string, { user: string; hash: string; day: number }>({ max: MAX_TRACKED });
-  const asked = new LRUCache<string, true>({ max: MAX_TRACKED, ttl: NOTICE_ASK_MS });
+  // When each device last asked for a notice; on the tracker's clock, not the cache's.
+  const asked = new LRUCache<string, number>({ max: MAX_TRACKED });
   const m = o.metrics;
   const pendingTotal = m?.counter('pending_devices_total', 'Refused unknown devices remembered for their holder, by outcome', ['status']);
   m?.gaugeFn('pending_devices', 'Devices waiting for their holder\'s answer (or answered "not me")', () => registry.pendingTotal());
@@ -125,7 +126,7 @@ export function createPendingTracker(o: {
         if (r === 'full') logger.log('warn', 'pending_full', { user, note: `pending.total (${rules.pending.total}) devices are waiting already; this one is not remembered` });
         if (r === 'added') {
           o.events?.emit({ event: 'device_pending', user, device: fresh.hash.slice(0, 12), type: fresh.type, protocol: fresh.protocol, remote: fresh.remote, ...(fresh.client === '' ? {} : { client: fresh.client }) });
-          asked.set(key, true);
+          asked.set(key, now());
           o.notify?.(user, fresh.hash);
         }
       }).finally(() => writing.delete(key)),
@@ -173,8 +174,9 @@ export function createPendingTracker(o: {
     if (x === undefined) touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client });
     else Object.assign(x, { tries: x.tries + 1, last: t, remote, protocol });
     // Its daily notice may be due: asked for at most once an hour per device.
-    if (have.state === 'pending' && t - have.noticed >= DAY && !asked.has(key)) {
-      asked.set(key, true);
+    const lastAsked = asked.get(key);
+    if (have.state === 'pending' && t - have.noticed >= DAY && (lastAsked === undefined || t - lastAsked >= NOTICE_ASK_MS)) {
+      asked.set(key, t);
       o.notify?.(user, hash);
     }
   };

@@ -42,8 +42,10 @@ export function verifyToken(key: Buffer, token: string, purpose: TokenPurpose, n
   const dot = token.indexOf('.');
   if (dot <= 0 || dot !== token.lastIndexOf('.')) return null;
   const body = token.slice(0, dot);
-  const sig = Buffer.from(token.slice(dot + 1), 'base64url');
-  const want = mac(key, body);
+  // Compared as text: base64 decoding ignores stray characters and spare bits, so decoded bytes
+  // would let several spellings of one signature pass.
+  const sig = Buffer.from(token.slice(dot + 1));
+  const want = Buffer.from(mac(key, body).toString('base64url'));
   if (sig.length !== want.length || !timingSafeEqual(sig, want)) return null;
   let v: unknown;
   try {
