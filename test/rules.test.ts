@@ -69,6 +69,45 @@ test('the advanced example is valid and means what its comments say', () => {
   assert.is(effectivePolicy(rules, 'dave@example.org').learn.max_devices, 3);
   assert.equal(effectivePolicy(rules, 'alice@example.com').protocols.imap, ['cid', 'device_type']);
   assert.is(effectivePolicy(rules, 'relay@example.com').protocols.smtp, 'deny');
+  assert.is(rules.portal?.url, 'https://mail.example.org/cidlock/');
+  assert.equal(rules.portal?.userModes, ['learn', 'enforce']);
+  assert.equal(rules.notice?.transport, { kind: 'sendmail', command: ['/usr/sbin/sendmail'] });
+  assert.is(rules.pending.perAccount, 10);
+});
+
+test('portal:, notice: and pending: validate with file:line:col, come together, and have safe defaults', () => {
+  const ok = parseRules('portal: { url: "https://mail.example.org/cidlock" }\nnotice: { from: "postmaster@example.org", smtp: "127.0.0.1:25" }\n', '/etc/cidlock/cidlock.yaml');
+  if (!ok.ok) assert.unreachable(ok.errors.map(formatRulesIssue).join('\n'));
+  if (!ok.ok) return;
+  assert.is(ok.rules.portal!.url, 'https://mail.example.org/cidlock/', 'a trailing slash is added');
+  assert.is(ok.rules.portal!.linkTtlMs, 30 * 60_000);
+  assert.is(ok.rules.portal!.sessionTtlMs, 15 * 60_000);
+  assert.equal(ok.rules.notice!.transport, { kind: 'smtp', host: '127.0.0.1', port: 25 });
+  assert.is(ok.rules.notice!.perAccountPerDay, 3);
+  assert.equal(ok.rules.listen.portal, { host: '127.0.0.1', port: 8427 });
+  const bad = parseRules([
+    'portal:',
+    '  url: "ftp://x/?a=1"',
+    '  user_modes: [enforce, strict]',
+    '  link_ttl: 2d',
+    'notice:',
+    '  from: "evil\\r\\nBcc: x@y"',
+    '  sendmail: sendmail',
+    '  per_account_per_day: 0',
+    'pending: { expire: 1y }',
+    '',
+  ].join('\n'), '/etc/cidlock/cidlock.yaml');
+  assert.ok(!bad.ok);
+  if (bad.ok) return;
+  assert.equal(bad.errors.map((e) => `${e.line}:${e.col} ${e.path}`), [
+    '2:8 portal.url', '3:25 portal.user_modes[1]', '4:13 portal.link_ttl', '6:9 notice.from', '7:13 notice.sendmail', '8:24 notice.per_account_per_day', '9:20 pending.expire',
+  ]);
+  const alone = parseRules('portal: { url: "https://x.example/" }\n', '/etc/cidlock/cidlock.yaml');
+  assert.ok(!alone.ok && /needs "notice:" too/.test(alone.errors[0]!.message));
+  const plain = parseRules('portal: { url: "http://mail.example.org/" }\nnotice: { from: a@b.example }\n', '/etc/cidlock/cidlock.yaml');
+  assert.ok(plain.ok && /clear text/.test(plain.warnings[0]!.message));
+  const none = parseRules('', '/etc/cidlock/cidlock.yaml');
+  assert.ok(none.ok && none.rules.portal === null && none.rules.notice === null);
 });
 
 test('audit.file and dovecot.api_key_file: relative paths are under state_dir and the rules file\'s folder; short keys are refused', () => {
