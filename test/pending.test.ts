@@ -3,6 +3,9 @@
 // here; test/e2e/account-page.test.ts proves the whole path with the real servers and a browser.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { handleApi } from '../src/admin/api.js';
 import { createEngine } from '../src/core/engine.js';
 import { jsonLogger } from '../src/core/log.js';
 import { createPendingTracker } from '../src/core/pending.js';
@@ -15,6 +18,7 @@ import { createAccounts, loadNoticeTemplates } from '../src/daemon/accounts.js';
 import { PortalRefusal } from '../src/portal/account.js';
 import { portalKey, verifyToken } from '../src/portal/tokens.js';
 import { decodeEncodedWords, decodeQuotedPrintable, splitMessage } from './helpers/mime.js';
+import { cidlock } from './helpers/cli.js';
 import { rulesFrom } from './helpers/tmp.js';
 
 const ALICE = 'alice@example.test';
@@ -244,6 +248,56 @@ test('a registered device\'s last-used day is written once a day, not at every l
   const again = await openRegistry(fileStore(s.rules.stateDir), { create: false });
   assert.is(again.device(ALICE, hash)!.used, day);
   s.stop();
+});
+
+test('cidlock pending list, approve and reject: the operator\'s side, audited; an unknown ID fails with 1', async () => {
+  const s = await setup(`${RULES}audit: { file: audit.log }\n`);
+  s.stop();
+  const other = { type: 'UUID', token: 'pending-cli-other' };
+  s.engine.decide(imap({ cid: PHONE, clientName: 'Phone Mail' }));
+  s.engine.decide(imap({ cid: other }));
+  await s.settle();
+  const cfg = s.rules.file;
+  const list = cidlock(['pending', 'list', ALICE, '--config', cfg]);
+  assert.is(list.status, 0, list.stderr);
+  assert.match(list.stdout, /USER\s+ID\s+KIND\s+TYPE\s+STATE/);
+  assert.match(list.stdout, /Phone Mail/);
+  assert.not.ok(list.stdout.includes(PHONE.token), 'never the raw CID');
+  const ph = s.registry.cidHash(PHONE)!.slice(0, 12);
+  const ot = s.registry.cidHash(other)!.slice(0, 12);
+  const ok = cidlock(['pending', 'approve', ALICE, ph, '--label', 'new phone', '--config', cfg]);
+  assert.is(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /approved cid device/);
+  const devs = cidlock(['devices', 'list', ALICE, '--json', '--config', cfg]);
+  assert.ok(devs.stdout.split('\n').some((l) => l.includes('"label":"new phone"') && l.includes('"source":"admin"')), devs.stdout);
+  const no = cidlock(['pending', 'reject', ALICE, ot, '--config', cfg]);
+  assert.is(no.status, 0, no.stderr);
+  const json = cidlock(['pending', 'list', '--json', '--config', cfg]);
+  assert.equal(json.stdout.trim().split('\n').map((l) => JSON.parse(l)).map((x: { id: string; state: string }) => [x.id, x.state]), [[ot, 'rejected']]);
+  assert.is(cidlock(['pending', 'reject', ALICE, ot, '--config', cfg]).status, 1, 'already answered');
+  assert.is(cidlock(['pending', 'approve', ALICE, 'abcdef', '--config', cfg]).status, 1);
+  assert.is(cidlock(['pending', 'approve', ALICE, 'xyz', '--config', cfg]).status, 2);
+  const audit = readFileSync(join(s.rules.stateDir, 'audit.log'), 'utf8');
+  assert.match(audit, /"event":"device_registered".*"source":"admin"/);
+  assert.match(audit, /"event":"device_rejected".*"source":"admin"/);
+});
+
+test('the admin API: GET pending, POST an answer; a bad answer is 400 and changes nothing', async () => {
+  const s = await setup();
+  s.stop();
+  s.engine.decide(imap({ cid: PHONE }));
+  await s.settle();
+  const id = s.registry.cidHash(PHONE)!.slice(0, 12);
+  const sink = { emit() {} };
+  const list = await handleApi(s.engine, sink, 'GET', `/api/users/${ALICE}/pending`, null);
+  assert.is(list.status, 200);
+  assert.is((list.body as { pending: Array<{ id: string }> }).pending[0]!.id, id);
+  assert.is((await handleApi(s.engine, sink, 'POST', `/api/users/${ALICE}/pending/${id}`, { answer: 'maybe' })).status, 400);
+  assert.is(s.registry.pending(ALICE).length, 1);
+  const r = await handleApi(s.engine, sink, 'POST', `/api/users/${ALICE}/pending/${id}`, { answer: 'approve' });
+  assert.is(r.status, 200);
+  assert.is(s.engine.decide(imap({ cid: PHONE })).action, 'allow');
+  assert.is((await handleApi(s.engine, sink, 'POST', `/api/users/${ALICE}/pending/${id}`, { answer: 'reject' })).status, 404);
 });
 
 test.run();
