@@ -12,7 +12,7 @@ test('IMAP capture with a CID over TLS becomes a core request with the CID and c
   if (!t.ok) return;
   assert.equal(t.request, {
     protocol: 'imap', user: 'alice@example.com', remote: '127.0.0.1', tls: true, certFingerprints: [], stage: 'before_auth',
-    sessionId: 'mOE1o1ZhhMJ/AAAB', guessTag: '08b7', clientName: 'Thunderbird', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' }, cidVia: 'imap_id',
+    sessionId: 'mOE1o1ZhhMJ/AAAB', guessTag: '08b7', clientName: 'Thunderbird', clientVersion: '128.5.0', cid: { type: 'UUID', token: '23bf83be-aad7-46aa-9e0f-39191ccf402f' }, cidVia: 'imap_id',
   });
 });
 

@@ -90,7 +90,8 @@ t('dpkg-deb -c: the layout, owned by root, modes 0644/0755 (the conffile 0640)',
     '/usr/lib/cidlock/node_modules/lru-cache/package.json', '/etc/cidlock/cidlock.yaml', '/lib/systemd/system/cidlock.service',
     '/usr/share/man/man1/cidlock.1.gz', '/usr/share/man/man1/cidlock-serve.1.gz', '/usr/share/man/man1/cidlock-devices.1.gz',
     '/usr/share/doc/cidlock/copyright', '/usr/share/doc/cidlock/changelog.Debian.gz', '/usr/share/doc/cidlock/README.md.gz',
-    '/usr/share/doc/cidlock/examples/cidlock-advanced.yaml', '/usr/share/cidlock/dovecot-clientid/cidlock-clientid-plugin.c']) {
+    '/usr/share/doc/cidlock/examples/cidlock-advanced.yaml', '/usr/share/cidlock/dovecot-clientid/cidlock-clientid-plugin.c',
+    '/usr/lib/cidlock/templates/notice-device.txt', '/usr/lib/cidlock/templates/notice-signin.html', '/usr/lib/cidlock/templates/portal-strings.yaml']) {
     assert.ok(byPath.has(p), `missing ${p}`);
   }
   assert.is(byPath.get('/usr/bin/cidlock')?.link, '../lib/cidlock/bin/cidlock');
@@ -198,7 +199,7 @@ t('maintainer scripts: POSIX sh (sh -n, checkbashisms when installed), set -e, t
 t('man pages: one per command, from the --help texts, gzip -9n, and they render', () => {
   const man = join(extracted(), 'usr/share/man/man1');
   const pages = readdirSync(man).sort();
-  assert.equal(pages, ['cidlock-check.1.gz', 'cidlock-config.1.gz', 'cidlock-devices.1.gz', 'cidlock-serve.1.gz', 'cidlock-store.1.gz', 'cidlock-test.1.gz', 'cidlock-users.1.gz', 'cidlock.1.gz']);
+  assert.equal(pages, ['cidlock-check.1.gz', 'cidlock-config.1.gz', 'cidlock-devices.1.gz', 'cidlock-pending.1.gz', 'cidlock-serve.1.gz', 'cidlock-store.1.gz', 'cidlock-test.1.gz', 'cidlock-users.1.gz', 'cidlock.1.gz']);
   for (const p of pages) {
     const raw = readFileSync(join(man, p));
     assert.is(raw.readUInt32LE(4), 0, `${p}: gzip header time stamp`);
