@@ -14,8 +14,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 checkout=$(cd "$here/../.." && pwd)
 release=${1:?usage: node-check.sh RELEASE [PATTERN]}
 # package.test builds the .deb from the checkout's sources: it runs on the build host, and the .deb
-# itself is tried in the roots by distribution.sh.
-pattern=${2:-'^(?!package\.test\.js$)[^/]+\.test\.js$'}
+# itself is tried in the roots by distribution.sh. chromium.test drives the build host's browser,
+# which the roots do not have.
+pattern=${2:-'^(?!(?:package|chromium)\.test\.js$)[^/]+\.test\.js$'}
 [ -f "$checkout/dist/src/cli/main.js" ] || { echo "node-check.sh: build first (npx tsc -p .)"; echo "0 passed, 1 failed"; exit 1; }
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/cidlock-root-$release.XXXXXX")
@@ -23,7 +24,7 @@ trap '"$here/roots.sh" drop "$dir"' EXIT INT TERM
 root=$("$here/roots.sh" fresh "$release" "$dir")
 mkdir -p "$root/opt/cidlock"
 # -h: node_modules may be a symlink (a worktree sharing another's); copy what it points to.
-tar -C "$checkout" -ch bin dist node_modules package.json README.md examples test/fixtures | tar -C "$root/opt/cidlock" -x
+tar -C "$checkout" -ch bin dist node_modules package.json README.md examples templates test/fixtures | tar -C "$root/opt/cidlock" -x
 
 "$here/roots.sh" exec "$dir" sh -s "$pattern" <<'EOF'
 pattern=$1
