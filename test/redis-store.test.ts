@@ -72,6 +72,37 @@ check('a device added on one host matches on another; the CID key is shared and 
   assert.ok(keys.includes(`${p}secret`), `keys: ${keys.join(' ')}`);
 });
 
+check('pending devices, sign-in links, labels and last-used days are shared: one host records, the other approves, both see it, and a third host reads it all', async () => {
+  const p = freshPrefix();
+  const a = await host(p, true, { compactBytes: 1 });
+  const b = await host(p, true, { compactBytes: 1 });
+  await a.add('alice@example.com', { kind: 'cid', cid: LAPTOP }, 'admin');
+  await b.refresh();
+  const hash = a.cidHash(PHONE)!;
+  const pend = { hash, kind: 'cid' as const, type: PHONE.type, client: 'Phone Mail', protocol: 'imap', remote: '192.0.2.8', first: 1000, last: 2000, tries: 2, state: 'pending' as const, noticed: 0 };
+  await a.change(() => ({ ops: [{ op: 'pend', user: 'alice@example.com', pending: pend }, { op: 'link', user: 'alice@example.com', id: 'c'.repeat(32), exp: Date.now() + 60_000 }], result: undefined }));
+  assert.is(await b.refresh(), true);
+  assert.equal(b.findPending('alice@example.com', hash), pend);
+  assert.is(b.link('alice@example.com', 'c'.repeat(32)) !== undefined, true);
+  const laptop = b.cidHash(LAPTOP)!;
+  await b.change(() => ({ ops: [
+    { op: 'add', user: 'alice@example.com', device: { hash, kind: 'cid', type: PHONE.type, label: 'Phone Mail', added: 3000, source: 'approved' } },
+    { op: 'unlink', user: 'alice@example.com', id: 'c'.repeat(32) },
+    { op: 'label', user: 'alice@example.com', hash: laptop, label: 'work laptop' },
+    { op: 'used', user: 'alice@example.com', hashes: [laptop], at: 86_400_000 },
+  ], result: undefined }));
+  await a.refresh();
+  assert.is(a.findPending('alice@example.com', hash), undefined, 'approved: no longer pending');
+  assert.is(a.findCid('alice@example.com', PHONE)?.source, 'approved');
+  assert.is(a.link('alice@example.com', 'c'.repeat(32)), undefined);
+  assert.is(a.device('alice@example.com', laptop)?.label, 'work laptop');
+  assert.is(a.device('alice@example.com', laptop)?.used, 86_400_000);
+  // A host that starts now reads it all from Redis.
+  const c = await host(p, false);
+  assert.is(c.device('alice@example.com', laptop)?.used, 86_400_000);
+  assert.is(c.findCid('alice@example.com', PHONE)?.source, 'approved');
+});
+
 check('modes and removals reach the other host; its listeners hear the removal; a refresh without news is false', async () => {
   const p = freshPrefix();
   const a = await host(p);
