@@ -250,6 +250,30 @@ test('a registered device\'s last-used day is written once a day, not at every l
   s.stop();
 });
 
+test('compaction keeps pending devices, labels and last-used days, and forgets sign-in links past their time', async () => {
+  const s = await setup();
+  s.stop();
+  const dir = s.rules.stateDir;
+  const reg = await openRegistry(fileStore(dir, { compactBytes: 1 }), { create: true });
+  s.engine.decide(imap({ cid: PHONE }));
+  await s.settle();
+  const laptop = reg.cidHash(LAPTOP)!;
+  const [live, dead] = ['d'.repeat(32), 'e'.repeat(32)];
+  await reg.change(() => ({ ops: [
+    { op: 'link', user: ALICE, id: live, exp: Date.now() + 3_600_000 },
+    { op: 'link', user: ALICE, id: dead, exp: Date.now() - 1 },
+    { op: 'label', user: ALICE, hash: laptop, label: 'renamed' },
+    { op: 'used', user: ALICE, hashes: [laptop], at: 172_800_000 },
+  ], result: undefined }));
+  const after = await openRegistry(fileStore(dir), { create: false });
+  assert.is(readFileSync(join(dir, 'registry.journal'), 'utf8'), '', 'compacted into the snapshot');
+  assert.is(after.pending(ALICE).length, 1);
+  assert.is(after.link(ALICE, live) !== undefined, true);
+  assert.is(after.link(ALICE, dead), undefined);
+  assert.is(after.device(ALICE, laptop)?.label, 'renamed');
+  assert.is(after.device(ALICE, laptop)?.used, 172_800_000);
+});
+
 test('cidlock pending list, approve and reject: the operator\'s side, audited; an unknown ID fails with 1', async () => {
   const s = await setup(`${RULES}audit: { file: audit.log }\n`);
   s.stop();
