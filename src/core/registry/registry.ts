@@ -47,8 +47,8 @@ export interface Registry {
   /** The expiry of an unused sign-in link, or undefined. */
   link(user: string, id: string): number | undefined;
   linkCount(user: string): number;
-  /** The stored device with this full hash (with its last-used day), or undefined. */
-  device(user: string, hash: string): StoredDevice | undefined;
+  /** The stored device with this full hash (with its last-used day), or undefined; not a copy: read it only. */
+  device(user: string, hash: string): Readonly<StoredDevice> | undefined;
   /**
    * The general change: `plan` runs under the registry lock on the freshest state (read it with
    * the calls above) and returns the operations to make durable and the caller's result.
@@ -429,10 +429,8 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
     pendingTotal: () => idx.pendingCount(),
     link: (user, id) => idx.users.get(user)?.links?.get(id),
     linkCount: (user) => idx.users.get(user)?.links?.size ?? 0,
-    device(user, hash) {
-      const d = idx.users.get(user)?.devices.get(hash);
-      return d === undefined ? undefined : { ...d };
-    },
+    // Asked at every proven login (its last-used day): no copy.
+    device: (user, hash) => idx.users.get(user)?.devices.get(hash),
     change: (plan) => mutate(async () => plan()),
     entries: snapshotEntries,
     refresh: () =>
