@@ -132,4 +132,24 @@ rootOnly('C10: an audit log the daemon\'s user (state_dir\'s owner) cannot write
   assert.match(elsewhere.stderr, `audit: ${rootDir}/audit.log: cannot be written by nobody, the daemon's user (state_dir's owner): nobody may not create it in ${rootDir}`);
 });
 
+test('check reads the notice templates and the page texts: a bad placeholder fails with file:line:col; a good set is described', () => {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'device.txt'), 'Subject: Was this you, {{user}}?\n\nApprove: {{approve_url}}\nOops: {{password}}\n');
+  const base = 'state_dir: ./state\nportal: { url: "https://mail.example.org/cidlock/" }\nnotice: { from: "postmaster@example.org", smtp: "127.0.0.1:25"';
+  writeFileSync(join(dir, 'bad.yaml'), `${base}, device_template: device.txt }\n`);
+  const bad = cidlock(['check', '-c', join(dir, 'bad.yaml')]);
+  assert.is(bad.status, 1, bad.stdout);
+  assert.match(bad.stderr, new RegExp(`${join(dir, 'device.txt').replace(/[.]/g, '\\.')}:4:7: .*password`));
+  writeFileSync(join(dir, 'good.yaml'), `${base} }\n`);
+  const good = cidlock(['check', '-c', join(dir, 'good.yaml')]);
+  assert.is(good.status, 0, good.stderr);
+  assert.match(good.stdout, /portal: +https:\/\/mail\.example\.org\/cidlock\/ \(served on 127\.0\.0\.1:8427\)/);
+  assert.match(good.stdout, /notices: +from postmaster@example\.org through SMTP 127\.0\.0\.1:25, at most 3 a day per account/);
+  writeFileSync(join(dir, 'strings.yaml'), 'signin_title: Hi\nno_such_text: x\n');
+  writeFileSync(join(dir, 'strings-bad.yaml'), `${base} }\nportal_strings_placeholder: 1\n`.replace('portal_strings_placeholder: 1\n', '').replace('portal: { url: "https://mail.example.org/cidlock/" }', 'portal: { url: "https://mail.example.org/cidlock/", strings: strings.yaml }'));
+  const strings = cidlock(['check', '-c', join(dir, 'strings-bad.yaml')]);
+  assert.is(strings.status, 1, strings.stdout);
+  assert.match(strings.stderr, /strings\.yaml:2:1: .*no_such_text/);
+});
+
 test.run();
