@@ -27,7 +27,7 @@ export interface PendingTracker {
    */
   claimNotice(user: string, hash: string, perAccountPerDay: number): Promise<{ pending: PendingDevice; previous: number } | null>;
   /** A notice that could not be sent: the claim is given back, so a later attempt may notify. */
-  unclaimNotice(user: string, hash: string, previous: number): Promise<void>;
+  unclaimNotice(user: string, hash: string, claim: { pending: PendingDevice; previous: number }): Promise<void>;
   /** Writes what is due now: tries and last-seen times, last-used days. */
   flush(): Promise<void>;
   setRules(rules: Rules): void;
@@ -230,16 +230,19 @@ export function createPendingTracker(o: {
         const t = now();
         const p = registry.findPending(user, hash);
         if (p === undefined || p.state !== 'pending' || t - p.noticed < DAY || expired(p, t)) return { ops: [], result: null };
-        const today = registry.pending(user).filter((x) => t - x.noticed < DAY).length;
+        // Counted apart from the pending devices, which come and go (approved, evicted).
+        const today = registry.notices(user).filter((at) => t - at < DAY).length;
         if (today >= perAccountPerDay) return { ops: [], result: null };
         const claimed = { ...p, noticed: t };
-        return { ops: [{ op: 'pend', user, pending: claimed }], result: { pending: claimed, previous: p.noticed } };
+        return { ops: [{ op: 'pend', user, pending: claimed }, { op: 'notice', user, at: t }], result: { pending: claimed, previous: p.noticed } };
       });
     },
-    async unclaimNotice(user, hash, previous) {
+    async unclaimNotice(user, hash, claim) {
       await registry.change(() => {
         const p = registry.findPending(user, hash);
-        return { ops: p === undefined ? [] : [{ op: 'pend', user, pending: { ...p, noticed: previous } }], result: undefined };
+        const ops: RegistryOp[] = [{ op: 'unnotice', user, at: claim.pending.noticed }];
+        if (p !== undefined) ops.push({ op: 'pend', user, pending: { ...p, noticed: claim.previous } });
+        return { ops, result: undefined };
       });
     },
     flush,

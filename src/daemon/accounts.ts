@@ -138,7 +138,7 @@ export function createAccounts(o: {
       await mail(user, 'device', vars, p.hash.slice(0, 12));
     } catch {
       // Given back, so a later attempt of the device may notify.
-      await tracker.unclaimNotice(user, hash, claim.previous).catch(() => {});
+      await tracker.unclaimNotice(user, hash, claim).catch(() => {});
     }
   };
 

@@ -357,7 +357,7 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
   /** The route for the log: token paths without their token, and no unknown path as typed (it may hold one). */
   const routeName = (path: string) => {
     if (/^\/(s|approve)\//.test(path)) return path.startsWith('/s/') ? '/s/…' : '/approve/…';
-    return Object.hasOwn(GETS, path) || Object.hasOwn(POSTS, path) || path === '/portal.css' ? path : '(unknown)';
+    return Object.hasOwn(GETS, path) || Object.hasOwn(POSTS, path) || path === '/portal.css' || path === '/favicon.ico' ? path : '(unknown)';
   };
 
   return async (req) => {
@@ -380,6 +380,8 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
       if (method !== 'GET') return notAllowed('GET, HEAD');
       return logged({ status: 200, headers: { 'content-type': 'text/css; charset=utf-8' }, body: PORTAL_CSS, log: {} });
     }
+    // Browsers ask for it on their own; an empty answer keeps a 404 out of every page's console.
+    if (path === '/favicon.ico' && method === 'GET') return logged({ status: 204, headers: {}, body: '', log: {} });
     if (get === undefined && post === undefined) return logged(reply(404, messagePage(t('not_found_title'), t('not_found_text'), { href: base, text: t('home_title') })));
     if (method === 'GET' && get === undefined) return notAllowed('POST');
     if (method === 'POST' && post === undefined) return notAllowed('GET, HEAD');

@@ -113,6 +113,10 @@ export function snapshotLineOps(line: string, where: string, apply: (op: Registr
     if (!Array.isArray(o.p)) throw new RegistryError('corrupt', `${where}: "p" must be a list of pending devices`);
     for (let i = 0; i < o.p.length; i++) apply({ op: 'pend', user: o.u, pending: decodePending(o.p[i], `${where}: pending device ${i + 1}`) });
   }
+  if (o.n !== undefined) {
+    if (!Array.isArray(o.n) || !o.n.every(epoch)) throw new RegistryError('corrupt', `${where}: "n" must be a list of times in ms`);
+    for (const at of o.n as number[]) apply({ op: 'notice', user: o.u, at });
+  }
   if (o.l !== undefined) {
     if (!Array.isArray(o.l)) throw new RegistryError('corrupt', `${where}: "l" must be a list of sign-in links`);
     for (let i = 0; i < o.l.length; i++) {
@@ -131,6 +135,8 @@ export function encodeSnapshotLine(user: string, rec: UserSnapshot): string {
   if (p.length > 0) line.p = p;
   const l = rec.links === undefined ? [] : [...rec.links];
   if (l.length > 0) line.l = l;
+  const n = rec.notices === undefined ? [] : [...rec.notices];
+  if (n.length > 0) line.n = n;
   return `${JSON.stringify(line)}\n`;
 }
 
@@ -143,6 +149,8 @@ export function encodeOp(op: RegistryOp): string {
     case 'used': return `${JSON.stringify({ op: 'used', u: op.user, h: op.hashes, t: op.at })}\n`;
     case 'pend': return `${JSON.stringify({ op: 'pend', u: op.user, p: encodePending(op.pending) })}\n`;
     case 'unpend': return `${JSON.stringify({ op: 'unpend', u: op.user, h: op.hashes })}\n`;
+    case 'notice': return `${JSON.stringify({ op: 'notice', u: op.user, t: op.at })}\n`;
+    case 'unnotice': return `${JSON.stringify({ op: 'unnotice', u: op.user, t: op.at })}\n`;
     case 'link': return `${JSON.stringify({ op: 'link', u: op.user, i: op.id, e: op.exp })}\n`;
     case 'unlink': return `${JSON.stringify({ op: 'unlink', u: op.user, i: op.id })}\n`;
   }
@@ -163,6 +171,10 @@ export function decodeOp(line: string, where: string): RegistryOp {
       return { op: 'used', user: o.u, hashes: hashes(o.h, where), at: o.t };
     case 'pend': return { op: 'pend', user: o.u, pending: decodePending(o.p, where) };
     case 'unpend': return { op: 'unpend', user: o.u, hashes: hashes(o.h, where) };
+    case 'notice':
+    case 'unnotice':
+      if (!epoch(o.t)) throw new RegistryError('corrupt', `${where}: "t" must be a time in ms`);
+      return { op: o.op, user: o.u, at: o.t };
     case 'link':
       if (!epoch(o.e)) throw new RegistryError('corrupt', `${where}: "e" must be a time in ms`);
       return { op: 'link', user: o.u, id: linkId(o.i, where), exp: o.e };

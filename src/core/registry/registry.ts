@@ -47,6 +47,8 @@ export interface Registry {
   /** The expiry of an unused sign-in link, or undefined. */
   link(user: string, id: string): number | undefined;
   linkCount(user: string): number;
+  /** When notices were mailed to the account (epoch ms), oldest first. */
+  notices(user: string): readonly number[];
   /** The stored device with this full hash (with its last-used day), or undefined; not a copy: read it only. */
   device(user: string, hash: string): Readonly<StoredDevice> | undefined;
   /**
@@ -80,9 +82,13 @@ interface UserEntry {
   devices: Map<string, StoredDevice>; // by hash: O(1) lookups
   pending?: Map<string, PendingDevice>; // by hash, in the order first seen
   links?: Map<string, number>; // sign-in link id -> expiry
+  notices?: number[]; // when notices were mailed, oldest first, the last MAX_NOTICES
 }
 
-const emptyEntry = (u: UserEntry) => u.mode === undefined && u.devices.size === 0 && (u.pending === undefined || u.pending.size === 0) && (u.links === undefined || u.links.size === 0);
+/** Notices remembered per account: far more than any per-day limit allows. */
+const MAX_NOTICES = 100;
+
+const emptyEntry = (u: UserEntry) => u.mode === undefined && u.devices.size === 0 && (u.pending === undefined || u.pending.size === 0) && (u.links === undefined || u.links.size === 0) && (u.notices === undefined || u.notices.length === 0);
 
 // Lookups run on every login and never show the date, so they skip formatting it. A lazy getter
 // would be cheaper still to write, but every object literal with an accessor outlives V8's young
@@ -140,8 +146,15 @@ function createIndex() {
       if (u === undefined) u = entryFor(op.user);
       if (u.links === undefined) u.links = new Map();
       u.links.set(op.id, op.exp);
+    } else if (op.op === 'notice') {
+      if (u === undefined) u = entryFor(op.user);
+      if (u.notices === undefined) u.notices = [];
+      if (!u.notices.includes(op.at)) u.notices.push(op.at);
+      if (u.notices.length > MAX_NOTICES) u.notices.shift();
     } else if (u === undefined) {
       return undefined;
+    } else if (op.op === 'unnotice') {
+      if (u.notices !== undefined) u.notices = u.notices.filter((t) => t !== op.at);
     } else if (op.op === 'unpend') {
       for (const h of op.hashes) unpend(u, h);
     } else if (op.op === 'unlink') {
@@ -335,6 +348,8 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
       if (e.pending !== undefined && e.pending.size > 0) rec.pending = e.pending.values();
       // A used or expired sign-in link is worth nothing: compaction forgets it.
       if (e.links !== undefined && e.links.size > 0) rec.links = [...e.links].filter(([, exp]) => exp > t);
+      // Notices count for a day; older ones are of no more use.
+      if (e.notices !== undefined && e.notices.length > 0) rec.notices = e.notices.filter((at) => t - at < 86_400_000);
       yield [u, rec];
     }
   }
@@ -429,6 +444,7 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
     pendingTotal: () => idx.pendingCount(),
     link: (user, id) => idx.users.get(user)?.links?.get(id),
     linkCount: (user) => idx.users.get(user)?.links?.size ?? 0,
+    notices: (user) => idx.users.get(user)?.notices ?? [],
     // Asked at every proven login (its last-used day): no copy.
     device: (user, hash) => idx.users.get(user)?.devices.get(hash),
     change: (plan) => mutate(async () => plan()),

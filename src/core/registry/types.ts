@@ -63,6 +63,8 @@ export interface UserSnapshot {
   pending?: Iterable<PendingDevice>;
   /** Sign-in links issued and not used yet: [id, expiry in epoch ms]. */
   links?: Iterable<readonly [string, number]>;
+  /** When notices were mailed to the account within the last day (epoch ms). */
+  notices?: Iterable<number>;
 }
 
 /** Every change to the registry is one of these, appended to the journal. Replaying is idempotent. */
@@ -75,6 +77,9 @@ export type RegistryOp =
   /** Adds or replaces the pending device with this hash. */
   | { op: 'pend'; user: string; pending: PendingDevice }
   | { op: 'unpend'; user: string; hashes: string[] }
+  /** A notice mailed to the account (epoch ms): counted for notice.per_account_per_day on every host. */
+  | { op: 'notice'; user: string; at: number }
+  | { op: 'unnotice'; user: string; at: number }
   | { op: 'link'; user: string; id: string; exp: number }
   | { op: 'unlink'; user: string; id: string };
 
