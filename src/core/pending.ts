@@ -40,6 +40,8 @@ const DAY = 86_400_000;
 /** A pending device's tries and last-seen time reach the registry at most this often. */
 const TOUCH_MS = 60_000;
 const FLUSH_MS = 30_000;
+/** A device's first login of the day is written this soon: once a day per device, so it is cheap. */
+const USED_SOON_MS = 1_000;
 /** New pending devices one account may add in an hour: a bot cycling CIDs writes no more than this. */
 const NEW_PER_ACCOUNT_PER_HOUR = 20;
 const MAX_TRACKED = 100_000;
@@ -216,6 +218,8 @@ export function createPendingTracker(o: {
 
   const timer = setInterval(() => background(flush(), 'pending and last-used'), FLUSH_MS);
   timer.unref();
+  let soon: NodeJS.Timeout | undefined;
+  let stopped = false;
 
   return {
     refused,
@@ -223,7 +227,13 @@ export function createPendingTracker(o: {
       const day = dayOf(now());
       const d = registry.device(user, hash);
       if (d === undefined || (d.used ?? 0) >= day) return;
-      usedDirty.set(`${user}\0${hash}`, { user, hash, day });
+      const key = `${user}\0${hash}`;
+      if (usedDirty.has(key)) return;
+      usedDirty.set(key, { user, hash, day });
+      if (soon === undefined && !stopped) {
+        soon = setTimeout(() => { soon = undefined; background(flush(), 'last-used'); }, USED_SOON_MS);
+        soon.unref();
+      }
     },
     claimNotice(user, hash, perAccountPerDay) {
       return registry.change(() => {
@@ -253,7 +263,9 @@ export function createPendingTracker(o: {
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     },
     stop() {
+      stopped = true;
       clearInterval(timer);
+      clearTimeout(soon);
     },
   };
 }

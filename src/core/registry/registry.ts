@@ -149,12 +149,14 @@ function createIndex() {
     } else if (op.op === 'notice') {
       if (u === undefined) u = entryFor(op.user);
       if (u.notices === undefined) u.notices = [];
-      if (!u.notices.includes(op.at)) u.notices.push(op.at);
+      // Two notices may share a millisecond; a replay that counts one twice only sends fewer.
+      u.notices.push(op.at);
       if (u.notices.length > MAX_NOTICES) u.notices.shift();
     } else if (u === undefined) {
       return undefined;
     } else if (op.op === 'unnotice') {
-      if (u.notices !== undefined) u.notices = u.notices.filter((t) => t !== op.at);
+      const i = u.notices?.indexOf(op.at) ?? -1;
+      if (i >= 0) u.notices!.splice(i, 1);
     } else if (op.op === 'unpend') {
       for (const h of op.hashes) unpend(u, h);
     } else if (op.op === 'unlink') {
