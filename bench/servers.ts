@@ -5,6 +5,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { createEngine } from '../src/core/engine.js';
+import { createPendingTracker } from '../src/core/pending.js';
 import { fileStore } from '../src/core/registry/file-store.js';
 import { openRegistry } from '../src/core/registry/registry.js';
 import { parseRules } from '../src/core/rules/load.js';
@@ -27,7 +28,9 @@ async function cidlockEngine() {
   if (registry.size().devices === 0) await registry.addMany(benchUsers(users).flatMap((u) => [{ user: u.user, input: { kind: 'cid' as const, cid: u.cid } }, { user: u.user, input: { kind: 'cert' as const, fingerprint: u.fingerprint } }]));
   // Decision lines go to stdout in production; here to /dev/null-like sink so the bench measures the server, not the terminal.
   const logger = { log(_l: string, _e: string, f?: Record<string, unknown>) { if (f) JSON.stringify(f); } };
-  return { engine: createEngine({ rules: r.rules, registry, logger }), logger };
+  // As the daemon runs it: refused devices remembered as pending, last-used days kept.
+  const pending = createPendingTracker({ registry, rules: r.rules, logger });
+  return { engine: createEngine({ rules: r.rules, registry, logger, pending }), logger };
 }
 
 let server: Server;

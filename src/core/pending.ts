@@ -47,6 +47,9 @@ const NEW_PER_ACCOUNT_PER_HOUR = 20;
 const MAX_TRACKED = 100_000;
 /** Writes in one flush; what is left waits for the next. */
 const MAX_FLUSH_OPS = 5_000;
+/** New pending devices wait this long to be written together; at most MAX_BATCH in one append. */
+const NEW_BATCH_MS = 100;
+const MAX_BATCH = 1_000;
 /** How often one device may ask for a notice (the claim is a write under the lock). */
 const NOTICE_ASK_MS = 3_600_000;
 
@@ -83,6 +86,8 @@ export function createPendingTracker(o: {
   const pendingTotal = m?.counter('pending_devices_total', 'Refused unknown devices remembered for their holder, by outcome', ['status']);
   m?.gaugeFn('pending_devices', 'Devices waiting for their holder\'s answer (or answered "not me")', () => registry.pendingTotal());
 
+  let soon: NodeJS.Timeout | undefined;
+  let stopped = false;
   const background = <T>(p: Promise<T>, what: string): void => {
     const q = p.catch((err: unknown) => logger.log('error', 'registry_write_failed', { what, error: (err as Error).message })).finally(() => inFlight.delete(q));
     inFlight.add(q);
@@ -98,42 +103,89 @@ export function createPendingTracker(o: {
 
   const expired = (p: PendingDevice, t: number) => t - p.last > rules.pending.expireMs;
 
-  const addNew = (user: string, fresh: PendingDevice): void => {
-    const key = `${user}\0${fresh.hash}`;
-    writing.add(key);
+  // New pending devices are written together, a batch at a time: a burst of unknown devices
+  // (a bot, a mail client misconfigured across a company) costs one locked append, not one each.
+  const queued = new Map<string, { user: string; fresh: PendingDevice }>();
+  let batchTimer: NodeJS.Timeout | undefined;
+  type Outcome = 'added' | 'updated' | 'registered' | 'full' | 'evicted';
+
+  const writeBatch = (): void => {
+    clearTimeout(batchTimer);
+    batchTimer = undefined;
+    const items = [...queued.values()];
+    queued.clear();
+    if (items.length === 0) return;
     background(
       registry.change(() => {
         const t = now();
-        if (registry.hasDevice(user, fresh.hash)) return { ops: [], result: 'registered' as const };
-        const have = registry.findPending(user, fresh.hash);
-        if (have !== undefined) {
-          return { ops: [{ op: 'pend', user, pending: { ...have, last: Math.max(have.last, fresh.last), tries: have.tries + fresh.tries, remote: fresh.remote, protocol: fresh.protocol } }], result: 'updated' as const };
+        let total = registry.pendingTotal();
+        const lists = new Map<string, PendingDevice[]>(); // each user's live pending devices, as they will be
+        const gone = new Map<string, string[]>();
+        const outcome: Outcome[] = [];
+        for (const { user, fresh } of items) {
+          if (registry.hasDevice(user, fresh.hash)) { outcome.push('registered'); continue; }
+          let list = lists.get(user);
+          if (list === undefined) {
+            const mine = registry.pending(user);
+            const old = mine.filter((p) => expired(p, t)).map((p) => p.hash);
+            gone.set(user, old);
+            total -= old.length;
+            lists.set(user, (list = mine.filter((p) => !expired(p, t))));
+          }
+          const have = list.find((p) => p.hash === fresh.hash);
+          if (have !== undefined) {
+            Object.assign(have, { last: Math.max(have.last, fresh.last), tries: have.tries + fresh.tries, remote: fresh.remote, protocol: fresh.protocol });
+            outcome.push('updated');
+            continue;
+          }
+          // An account's list is bounded: the device seen least recently makes room.
+          while (list.length >= rules.pending.perAccount) {
+            const oldest = list.reduce((x, y) => (y.last < x.last ? y : x));
+            list.splice(list.indexOf(oldest), 1);
+            gone.get(user)!.push(oldest.hash);
+            total--;
+          }
+          if (total >= rules.pending.total) { outcome.push('full'); continue; }
+          list.push({ ...fresh });
+          total++;
+          outcome.push('added');
         }
         const ops: RegistryOp[] = [];
-        const mine = registry.pending(user);
-        const gone = mine.filter((p) => expired(p, t)).map((p) => p.hash);
-        let left = mine.filter((p) => !expired(p, t));
-        // An account's list is bounded: the device seen least recently makes room.
-        while (left.length >= rules.pending.perAccount) {
-          const oldest = left.reduce((a, b) => (b.last < a.last ? b : a));
-          gone.push(oldest.hash);
-          left = left.filter((p) => p !== oldest);
-        }
-        if (gone.length === 0 && registry.pendingTotal() >= rules.pending.total) return { ops: [], result: 'full' as const };
-        if (gone.length > 0) ops.push({ op: 'unpend', user, hashes: gone });
-        ops.push({ op: 'pend', user, pending: fresh });
-        return { ops, result: 'added' as const };
-      }).then((r) => {
-        pendingTotal?.inc({ status: r });
-        if (r === 'full') logger.log('warn', 'pending_full', { user, note: `pending.total (${rules.pending.total}) devices are waiting already; this one is not remembered` });
-        if (r === 'added') {
+        for (const [user, hashes] of gone) if (hashes.length > 0) ops.push({ op: 'unpend', user, hashes });
+        items.forEach(({ user, fresh }, i) => {
+          if (outcome[i] !== 'added' && outcome[i] !== 'updated') return;
+          const p = lists.get(user)!.find((x) => x.hash === fresh.hash);
+          // Made room for a later device of the same burst: never written.
+          if (p === undefined) outcome[i] = 'evicted';
+          else ops.push({ op: 'pend', user, pending: p });
+        });
+        return { ops, result: outcome };
+      }).then((outcome) => {
+        items.forEach(({ user, fresh }, i) => {
+          const r = outcome[i]!;
+          pendingTotal?.inc({ status: r });
+          if (r === 'full') logger.log('warn', 'pending_full', { user, note: `pending.total (${rules.pending.total}) devices are waiting already; this one is not remembered` });
+          if (r !== 'added') return;
           o.events?.emit({ event: 'device_pending', user, device: fresh.hash.slice(0, 12), type: fresh.type, protocol: fresh.protocol, remote: fresh.remote, ...(fresh.client === '' ? {} : { client: fresh.client }) });
-          asked.set(key, now());
+          asked.set(`${user}\0${fresh.hash}`, now());
           o.notify?.(user, fresh.hash);
-        }
-      }).finally(() => writing.delete(key)),
-      'pending device',
+        });
+      }).finally(() => {
+        for (const { user, fresh } of items) writing.delete(`${user}\0${fresh.hash}`);
+      }),
+      'pending devices',
     );
+  };
+
+  const addNew = (user: string, fresh: PendingDevice): void => {
+    const key = `${user}\0${fresh.hash}`;
+    writing.add(key);
+    queued.set(key, { user, fresh });
+    if (queued.size >= MAX_BATCH) writeBatch();
+    else if (batchTimer === undefined && !stopped) {
+      batchTimer = setTimeout(writeBatch, NEW_BATCH_MS);
+      batchTimer.unref();
+    }
   };
 
   const refused = (req: AuthRequest, d: Decision): void => {
@@ -184,6 +236,7 @@ export function createPendingTracker(o: {
   };
 
   const flush = async (): Promise<void> => {
+    writeBatch();
     const t = now();
     const touches = [...touched.values()].filter((x) => !writing.has(`${x.user}\0${x.hash}`));
     const due = touches.filter((x) => {
@@ -218,8 +271,6 @@ export function createPendingTracker(o: {
 
   const timer = setInterval(() => background(flush(), 'pending and last-used'), FLUSH_MS);
   timer.unref();
-  let soon: NodeJS.Timeout | undefined;
-  let stopped = false;
 
   return {
     refused,
@@ -260,12 +311,16 @@ export function createPendingTracker(o: {
       rules = next;
     },
     async idle() {
+      writeBatch();
       while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
     },
+    /** Stops the timers; what is queued is written by the next idle() or flush(). */
     stop() {
       stopped = true;
       clearInterval(timer);
       clearTimeout(soon);
+      clearTimeout(batchTimer);
+      batchTimer = undefined;
     },
   };
 }

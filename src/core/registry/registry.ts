@@ -41,7 +41,8 @@ export interface Registry {
   setMode(user: string, mode: Mode | null): Promise<void>;
   /** The devices this account refused and remembers (approval, "not me"), oldest first. */
   pending(user: string): readonly PendingDevice[];
-  findPending(user: string, hash: string): PendingDevice | undefined;
+  /** Not a copy (asked at every refusal of an unknown device): read it only. */
+  findPending(user: string, hash: string): Readonly<PendingDevice> | undefined;
   /** Pending devices of all accounts, for the total bound. */
   pendingTotal(): number;
   /** The expiry of an unused sign-in link, or undefined. */
@@ -439,10 +440,7 @@ export async function openRegistry(store: RegistryStore, opts: { create: boolean
       await mutate(async () => ({ ops: [{ op: 'mode', user, mode }], result: undefined }));
     },
     pending: (user) => [...(idx.users.get(user)?.pending?.values() ?? [])].map((p) => ({ ...p })),
-    findPending(user, hash) {
-      const p = idx.users.get(user)?.pending?.get(hash);
-      return p === undefined ? undefined : { ...p };
-    },
+    findPending: (user, hash) => idx.users.get(user)?.pending?.get(hash),
     pendingTotal: () => idx.pendingCount(),
     link: (user, id) => idx.users.get(user)?.links?.get(id),
     linkCount: (user) => idx.users.get(user)?.links?.size ?? 0,
