@@ -78,7 +78,7 @@ async function start(over: Partial<PortalSettings> = {}, now?: () => number) {
   service.accounts.set(ALICE, {
     devices: [device('0123456789ab', 'Laptop'), device('ba9876543210', 'Phone')],
     pending: [pendingDevice({ client: HOSTILE })],
-    refusals: [{ at: '2025-03-01T10:00:00Z', protocol: 'imap', remote: '192.0.2.7', reason: 'unknown device', client: 'Thunderbird 128.0' }],
+    refusals: [{ at: '2025-03-01T10:00:00Z', protocol: 'imap', remote: '192.0.2.7', reason: 'unknown_device', client: 'Thunderbird 128.0' }],
     mode: 'learn',
     own: null,
   });
@@ -204,7 +204,7 @@ test('sign-in: a link by mail, a button on GET, consumed on POST once, a strict 
     assert.ok(twice.body.includes(strings.invalid_link_title));
     const page = await b.get('/cidlock/devices');
     assert.is(page.status, 200);
-    for (const s of ['Laptop', 'Phone', 'id="rename-0123456789ab"', 'id="remove-ba9876543210"', 'id="mode-learn"', 'id="mode-enforce"', 'id="lock-submit"', 'id="signout"', 'Thunderbird 128.0', 'unknown device', `Signed in as ${ALICE}`]) {
+    for (const s of ['Laptop', 'Phone', 'id="rename-0123456789ab"', 'id="remove-ba9876543210"', 'id="mode-learn"', 'id="mode-enforce"', 'id="lock-submit"', 'id="signout"', 'Thunderbird 128.0', 'A device that is not one of yours', `Signed in as ${ALICE}`]) {
       assert.ok(page.body.includes(s), s);
     }
     assert.not.ok(/<script|<img/i.test(page.body));

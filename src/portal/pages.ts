@@ -135,11 +135,25 @@ function pendingItem(t: Texts, base: string, csrf: string, p: PendingView): Html
 <button type="submit" id="approve-${id}">${t('approve_button')}</button>`, 'inline')}
 ${postForm(`${base}pending/reject`, csrf, html`${hidden('hash', p.hash)}
 <button type="submit" id="reject-${id}" class="danger">${t('reject_button')}</button>`, 'inline')}`
-    : html`<p>${t('pending_rejected')}</p>`;
+    // "Not me" can be a slip of the finger: the holder, signed in, may still let it in.
+    : html`<p>${t('pending_rejected')}</p>
+${postForm(`${base}pending/approve`, csrf, html`${hidden('hash', p.hash)}
+<button type="submit" id="approve-${id}" class="secondary">${t('approve_after_all')}</button>`, 'inline')}`;
   return html`<li>
 ${pendingDetails(t, p)}
 ${answer}
 </li>`;
+}
+
+/** A decision's reason code in the holder's words; codes the page does not know get a general text. */
+function reasonText(t: Texts, reason: string): string {
+  switch (reason) {
+    case 'unknown_device': return t('reason_unknown_device');
+    case 'no_device_proof': return t('reason_no_device_proof');
+    case 'protocol_deny': return t('reason_protocol_deny');
+    case 'limit': return t('reason_limit');
+    default: return t('reason_other');
+  }
 }
 
 function refusalItem(t: Texts, r: RefusalView): Html {
@@ -148,7 +162,7 @@ function refusalItem(t: Texts, r: RefusalView): Html {
 <dt>${t('field_client')}</dt><dd>${r.client === '' ? t('unknown_client') : r.client}</dd>
 <dt>${t('field_protocol')}</dt><dd>${r.protocol}</dd>
 <dt>${t('field_address')}</dt><dd>${r.remote ?? t('unknown_address')}</dd>
-<dt>${t('field_reason')}</dt><dd>${r.reason}</dd>
+<dt>${t('field_reason')}</dt><dd>${reasonText(t, r.reason)}</dd>
 </dl></li>`;
 }
 

@@ -353,6 +353,14 @@ check('sign in by mail, remove a device, and change the lock from the devices pa
   assert.is((await page.click('#lock-submit'))?.status, 200);
   assert.ok(await page.exists('#mode-enforce:checked'));
   assert.is((await imapLogin(dv.imapPort, { user: ALICE, pass: PW, starttls: true, id: [['clientid', 'UUID alice-after-enforce']] })).reply, FAILED);
+
+  // "Not me" was a slip: signed in, the holder lets the rejected device in after all.
+  const stranger = pendingOf(ALICE).find((p) => p.state === 'rejected' && p.client === 'Stranger Mail 1.0');
+  assert.ok(stranger !== undefined, JSON.stringify(pendingOf(ALICE)));
+  assert.match(await page.text(`#approve-${String(stranger!.id)}`), /It was me after all/);
+  assert.is((await page.click(`#approve-${String(stranger!.id)}`))?.status, 200);
+  assert.ok(devicesOf(ALICE).some((d) => d.id === stranger!.id && d.source === 'approved'), JSON.stringify(devicesOf(ALICE)));
+  assert.match((await imapLogin(dv.imapPort, { user: ALICE, pass: PW, starttls: true, id: [['clientid', 'UUID alice-stranger']] })).reply, /Logged in/);
   assert.equal(problems(page), []);
 });
 
