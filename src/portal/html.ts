@@ -66,6 +66,7 @@ export function layout(p: PageInput): string {
 <meta name="robots" content="noindex, nofollow">
 <title>${p.title} – ${s.site_name}</title>
 <link rel="stylesheet" href="${p.base}portal.css">
+<link rel="icon" href="${p.base}favicon.ico">
 </head>
 <body>
 <header><p class="site">${s.site_name}</p></header>

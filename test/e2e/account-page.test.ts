@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { cidlock } from '../helpers/cli.js';
 import { launchChromium, requireChromium, type Browser, type Page } from '../helpers/chromium.js';
@@ -14,7 +15,7 @@ import { converse, imapLogin, imapQuote } from '../helpers/mail-clients.js';
 import { decodeEncodedWords, decodeQuotedPrintable, splitMessage } from '../helpers/mime.js';
 import { repoRoot } from '../helpers/paths.js';
 import {
-  dovecotSnippetFor, freePort, requireTools, serverDir, startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix,
+  dovecotSnippetFor, freePort, requireTools, selfSigned, serverDir, startCidlock, startDovecot, startPostfix, type Cidlock, type Dovecot, type Postfix,
 } from './harness.js';
 
 const FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
@@ -24,7 +25,8 @@ const BOB = 'bob@example.test';
 const FLOOD = 'flood@example.test';
 const CAROL = 'carol@example.test';
 const LATE = 'late@example.test';
-const ACCOUNTS = [ALICE, BOB, FLOOD, CAROL, LATE];
+const PROXIED = 'proxied@example.test';
+const ACCOUNTS = [ALICE, BOB, FLOOD, CAROL, LATE, PROXIED];
 const LAPTOP = 'UUID alice-laptop';
 const PHONE = 'UUID alice-new-phone';
 const PER_DAY = 3;
@@ -48,11 +50,11 @@ let usedApproveLink = '';
 let sessionCookie = '';
 const stops: Array<() => unknown> = [];
 
-const rules = (port: number, smtp: number, extra = '') => `  portal: 127.0.0.1:${port}
+const rules = (port: number, smtp: number, extra = '', url = `http://127.0.0.1:${port}/`) => `  portal: 127.0.0.1:${port}
 log:
   decisions: all
 policy: { mode: monitor, learn: { max_devices: 5 } }
-portal: { url: "http://127.0.0.1:${port}/", user_modes: [learn, enforce]${extra} }
+portal: { url: "${url}", user_modes: [learn, enforce]${extra} }
 notice: { from: "Mail security <postmaster@example.org>", smtp: "127.0.0.1:${smtp}", per_account_per_day: ${PER_DAY} }
 `;
 
@@ -249,6 +251,7 @@ async function assertNamedControls(): Promise<number> {
 }
 
 const devicesOf = (user: string) => cidlock(['devices', 'list', user, '--json', '--config', cl.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+const devicesOf3 = (c: Cidlock, user: string) => cidlock(['devices', 'list', user, '--json', '--config', c.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 const pendingOf = (user: string) => cidlock(['pending', 'list', user, '--json', '--config', cl.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 
 check('an unknown device is refused, its notice reaches the mailbox, and "Approve" in the browser lets it in', async () => {
@@ -515,6 +518,77 @@ check('abuse: an expired approval link is refused (a second cidlock whose links 
   assert.ok(late.status === 403 || late.status === 410, `expired link: ${late.status}`);
   assert.not.match(late.body, /id="approve"/);
   assert.is(pendingOf(LATE).length, 0, 'the late device was seen by the main instance?');
+});
+
+/**
+ * What an operator's HTTPS reverse proxy does (nginx `location /cidlock/ { proxy_pass
+ * http://127.0.0.1:PORT/; }`): TLS, the prefix stripped, the client's address in X-Forwarded-For.
+ */
+async function httpsProxy(target: number, clientAddress: string): Promise<{ port: number; close: () => Promise<void> }> {
+  const { cert, key } = selfSigned(dir, 'proxy', '127.0.0.1');
+  const server = createHttpsServer({ cert: readFileSync(cert), key: readFileSync(key) }, (req, res) => {
+    const url = req.url ?? '/';
+    if (!url.startsWith('/cidlock/')) return void res.writeHead(404).end();
+    const up = request({
+      host: '127.0.0.1', port: target, method: req.method, path: url.slice('/cidlock'.length),
+      headers: { ...req.headers, 'x-forwarded-for': clientAddress, 'x-forwarded-proto': 'https' },
+    }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.writeHead(502).end());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as { port: number }).port, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+check('behind an HTTPS reverse proxy at /cidlock/: links, forms and the stylesheet under the prefix, __Host- Secure cookies, the holder\'s address in the audit', async () => {
+  await setup();
+  const d3 = join(dir, 'proxied');
+  mkdirSync(d3, { recursive: true });
+  const port3 = await freePort();
+  // The proxy's port is needed in the rules (portal.url), and the daemon's port by the proxy.
+  const proxy = await httpsProxy(port3, '203.0.113.77');
+  stops.push(() => proxy.close());
+  const front = `https://127.0.0.1:${proxy.port}/cidlock/`;
+  const cl3 = await startCidlock(d3, rules(port3, pf.smtpPort, '', front));
+  stops.push(() => cl3.stop());
+  await cl3.address('portal');
+  run(cl3, ['users', 'set', PROXIED, '--mode', 'enforce']);
+  run(cl3, ['devices', 'add', PROXIED, 'UUID proxied-laptop', '--label', 'laptop']);
+  await cl3.waitFor((l) => l.event === 'registry_reloaded' && l.devices === 1, 'the third daemon to read the device');
+  // A browser of its own: the proxy's certificate is self-signed.
+  const b3 = await launchChromium({ args: ['--ignore-certificate-errors'] });
+  stops.push(() => b3.close());
+  const p3 = await b3.newPage();
+  assert.is((await p3.goto(front)).status, 200);
+  await p3.fill('#signin-address', PROXIED);
+  const before = delivered(PROXIED);
+  assert.is((await p3.click('#signin-submit'))?.status, 200);
+  assert.is(await p3.url(), `${front}signin`);
+  await waitForDelivery(PROXIED, before + 1);
+  const m = new RegExp(`https://127\\.0\\.0\\.1:${proxy.port}/cidlock/s/[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+`).exec(rawMail(PROXIED, /cidlock\/s\//).text);
+  assert.ok(m !== null, 'the sign-in link points at the proxy, under its prefix');
+  assert.is((await p3.goto(m![0])).status, 200);
+  assert.is((await p3.click('#signin-confirm'))?.status, 200);
+  assert.is(await p3.url(), `${front}devices`);
+  const session = (await p3.cookies()).find((c) => c.name === '__Host-cidlock-session');
+  assert.ok(session !== undefined, JSON.stringify(await p3.cookies()));
+  assert.is(session!.secure, true);
+  assert.is(session!.httpOnly, true);
+  assert.is(session!.sameSite, 'Strict');
+  // The stylesheet came through the prefix: a rule of it applies.
+  assert.is(await p3.evaluate<string>('getComputedStyle(document.querySelector("header")).display'), 'block');
+  assert.ok(await p3.evaluate<boolean>('[...document.styleSheets].some((s) => s.href && s.href.endsWith("/cidlock/portal.css") && s.cssRules.length > 0)'));
+  const laptop = devicesOf3(cl3, PROXIED)[0]!;
+  await p3.fill(`#rename-${String(laptop.id)}`, 'work laptop');
+  assert.is((await p3.click(`#rename-${String(laptop.id)}-submit`))?.status, 200);
+  assert.is(devicesOf3(cl3, PROXIED)[0]!.label, 'work laptop');
+  const renamed = cl3.lines.find((l) => l.event === 'device_renamed' && l.user === PROXIED);
+  assert.ok(renamed !== undefined);
+  assert.is(renamed!.remote, '203.0.113.77', 'the holder\'s address, from the proxy');
+  assert.equal(p3.problems(), []);
 });
 
 test.run();
