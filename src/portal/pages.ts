@@ -117,7 +117,7 @@ function deviceItem(t: Texts, base: string, csrf: string, d: DeviceView): Html {
 <dl>
 <dt>${t('device_type')}</dt><dd>${d.type}</dd>
 <dt>${t('device_added')}</dt><dd>${formatWhen(d.added)}</dd>
-<dt>${t('device_last_used')}</dt><dd>${d.lastUsed === null ? t('device_never_used') : formatWhen(d.lastUsed)}</dd>
+<dt>${t('device_last_used')}</dt><dd>${d.lastUsed === null ? t('device_never_used') : d.lastUsed.slice(0, 10) /* kept to the day only */}</dd>
 </dl>
 ${postForm(`${base}devices/rename`, csrf, html`${hidden('id', d.id)}
 <label for="rename-${id}">${t('rename_label')}</label>

@@ -1,5 +1,4 @@
 import { isAbsolute, resolve as resolvePath } from 'node:path';
-import type { Node } from 'yaml';
 import { normalizeIp } from '../ip.js';
 import { listOf, oneOf, str } from './fields.js';
 import { duration, int, section } from './load-operations.js';
@@ -155,13 +154,12 @@ function readPending(w: Walker, e: Entry | undefined): Rules['pending'] {
  * sign-in links. Without them, nothing is mailed and refused devices are still remembered as
  * pending, for the operator (`cidlock pending`).
  */
-export function readPortalRules(w: Walker, byKey: ReadonlyMap<string, Entry>, baseDir: string, root: Node | null): PortalRules {
+export function readPortalRules(w: Walker, byKey: ReadonlyMap<string, Entry>, baseDir: string): PortalRules {
   const pE = byKey.get('portal');
   const nE = byKey.get('notice');
   const portal = pE === undefined || pE.value === null ? null : readPortal(w, pE, baseDir);
   const notice = nE === undefined || nE.value === null ? null : readNotice(w, nE, baseDir);
   if (portal !== null && notice === null) w.error(pE!.keyNode, ['portal'], 'the account page needs "notice:" too: it mails sign-in links to the account\'s own mailbox');
   if (notice !== null && portal === null) w.error(nE!.keyNode, ['notice'], 'notices link to the account page: give "portal:" (its url) too');
-  void root;
   return { portal, notice, pending: readPending(w, byKey.get('pending')) };
 }

@@ -423,7 +423,7 @@ export function parseRules(text: string, file: string): RulesResult {
     domains: domainsE === undefined || domainsE.value === null ? new Map() : readNamedLayers(w, domainsE.value, domainsE.keyNode, 'domains'),
     users: usersE === undefined || usersE.value === null ? new Map() : readNamedLayers(w, usersE.value, usersE.keyNode, 'users'),
     ...readOperations(w, byKey, stateDir),
-    ...readPortalRules(w, byKey, baseDir, root),
+    ...readPortalRules(w, byKey, baseDir),
   };
   const byPlace = (a: RulesIssue, b: RulesIssue) => a.line - b.line || a.col - b.col;
   w.issues.sort(byPlace);
