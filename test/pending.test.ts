@@ -234,6 +234,25 @@ test('sign-in links are single use and expire; rename and remove act on the hold
   s.stop();
 });
 
+test('sessions are kept in the registry: another host sees a session end at sign-out; an expired one is over; the record is not the cookie\'s id', async () => {
+  const s = await setup();
+  s.stop();
+  const sid = 'Zm9vYmFyYmF6cXV4cXV1eA';
+  await s.accounts.startSession(ALICE, sid, s.now() + 60_000);
+  assert.is(s.accounts.sessionAlive(ALICE, sid), true);
+  assert.is(s.accounts.sessionAlive('bob@example.test', sid), false, 'bound to its account');
+  const other = await openRegistry(fileStore(s.rules.stateDir), { create: false });
+  assert.is(other.linkCount(ALICE), 1, 'the other host has the record');
+  assert.not.ok(readFileSync(join(s.rules.stateDir, 'registry.journal'), 'utf8').includes(sid), 'never the id the cookie carries');
+  await s.accounts.endSession(ALICE, sid);
+  assert.is(s.accounts.sessionAlive(ALICE, sid), false);
+  await other.refresh();
+  assert.is(other.linkCount(ALICE), 0, 'signed out everywhere');
+  await s.accounts.startSession(ALICE, sid, s.now() + 60_000);
+  s.tick(60_001);
+  assert.is(s.accounts.sessionAlive(ALICE, sid), false, 'expired');
+});
+
 test('a registered device\'s last-used day is written once a day, not at every login', async () => {
   const s = await setup();
   const hash = s.registry.cidHash(LAPTOP)!;

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { EventSink } from '../alerts/events.js';
 import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
@@ -42,6 +42,12 @@ export interface Accounts extends AccountService {
   setTemplates(t: NoticeTemplates | null): void;
   idle(): Promise<void>;
 }
+
+/**
+ * A session is kept as a link record under a hash of its id: never the id the cookie carries, and
+ * never one a sign-in link could name.
+ */
+const sessionRecord = (sid: string) => createHash('sha256').update(`session ${sid}`).digest('hex').slice(0, 32);
 
 const when = (t: number) => new Date(t).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
 
@@ -229,6 +235,21 @@ export function createAccounts(o: {
         // Used or not, a link past its time is only removed.
         return { ops: [{ op: 'unlink', user, id }], result: exp > now() };
       });
+    },
+    async startSession(user, sid, expiresAt) {
+      const id = sessionRecord(sid);
+      await reg().change(() => {
+        if (reg().linkCount(user) >= MAX_LINKS_PER_ACCOUNT) throw new PortalRefusal('too many sessions and sign-in links are open for this account');
+        return { ops: [{ op: 'link', user, id, exp: expiresAt }], result: undefined };
+      });
+    },
+    sessionAlive(user, sid) {
+      const exp = reg().link(user, sessionRecord(sid));
+      return exp !== undefined && exp > now();
+    },
+    async endSession(user, sid) {
+      const id = sessionRecord(sid);
+      await reg().change(() => ({ ops: reg().link(user, id) === undefined ? [] : [{ op: 'unlink', user, id }], result: undefined }));
     },
     async mailSignIn(user, link) {
       const r = rules();

@@ -87,6 +87,14 @@ export interface AccountService {
   issueSignIn(user: string, expiresAt: number): Promise<string>;
   /** Uses up a sign-in link: true the first time for a live link, false after (or when unknown). */
   consumeSignIn(user: string, id: string): Promise<boolean>;
+  /**
+   * Records a signed-in session (shared by every host, like links), so that signing out ends it
+   * everywhere; `sid` is the random id the session cookie is signed over.
+   */
+  startSession(user: string, sid: string, expiresAt: number): Promise<void>;
+  /** Whether the session is still on record (not signed out, not expired); asked at every request, from memory. */
+  sessionAlive(user: string, sid: string): boolean;
+  endSession(user: string, sid: string): Promise<void>;
   /** Mails a sign-in link to the account's own mailbox. */
   mailSignIn(user: string, link: string): Promise<void>;
   /** The key links, sessions and CSRF tokens are signed with (derived from the registry's secret). */

@@ -211,7 +211,7 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
 
   const sessionOf = (c: Ctx): { user: string; sid: string; exp: number } | null => {
     const v = verifyExact(c.key, c.cookies.get(SESSION) ?? '', 'session', c.at);
-    if (v === null || revoked.has(v.subject)) return null;
+    if (v === null || revoked.has(v.subject) || !service.sessionAlive(v.user, v.subject)) return null;
     return { user: v.user, sid: v.subject, exp: v.exp };
   };
 
@@ -251,7 +251,9 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
     if (v === null) return invalid({ signin: 'invalid' });
     if (!(await deadline(service.consumeSignIn(v.user, v.subject)))) return invalid({ signin: 'used', user: v.user });
     const sid = randomBytes(16).toString('base64url');
-    const session = signToken(c.key, { purpose: 'session', user: v.user, subject: sid, exp: c.at + settings.sessionTtlMs });
+    const exp = c.at + settings.sessionTtlMs;
+    await deadline(service.startSession(v.user, sid, exp));
+    const session = signToken(c.key, { purpose: 'session', user: v.user, subject: sid, exp });
     return redirect(`${url}devices`, { 'set-cookie': cookie(SESSION, session, settings.sessionTtlMs) }, { signin: 'session', user: v.user });
   };
 
@@ -320,6 +322,8 @@ export function createRoutes(o: PortalOptions): (req: PortalRequest) => Promise<
     if (s === null) return forbidden('no session');
     if (!csrfOk(c, s.user, `session:${s.sid}`)) return forbidden('csrf');
     revoked.set(s.sid, true, { ttl: Math.max(1, s.exp - c.at) });
+    // Ended on every host; this host also remembers it at once, whatever the store says.
+    await deadline(service.endSession(s.user, s.sid)).catch((e: unknown) => logger.log('warn', 'portal_signout_not_shared', { user: s.user, error: (e as Error).message }));
     return reply(200, messagePage(t('signed_out_title'), t('signed_out_text'), { href: base, text: t('home_title') }), { 'set-cookie': cookie(SESSION, '', 0) }, { user: s.user, signout: true });
   };
 

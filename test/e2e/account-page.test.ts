@@ -591,6 +591,13 @@ check('behind an HTTPS reverse proxy at /cidlock/: links, forms and the styleshe
   const renamed = cl3.lines.find((l) => l.event === 'device_renamed' && l.user === PROXIED);
   assert.ok(renamed !== undefined);
   assert.is(renamed!.remote, '203.0.113.77', 'the holder\'s address, from the proxy');
+  // Signed out, the session is over on record, not only in this browser: the old cookie, put back, opens nothing.
+  assert.is((await p3.click('#signout'))?.status, 200);
+  await p3.send('Network.setCookie', { name: '__Host-cidlock-session', value: session!.value, url: `https://127.0.0.1:${proxy.port}/`, path: '/', secure: true, httpOnly: true, sameSite: 'Strict' });
+  assert.ok((await p3.cookies()).some((c) => c.name === '__Host-cidlock-session' && c.value === session!.value));
+  await p3.goto(`${front}devices`);
+  assert.is(await p3.url(), front, 'sent back to the sign-in page');
+  assert.ok(await p3.exists('#signin-address'));
   assert.equal(p3.problems(), []);
 });
 

@@ -30,6 +30,7 @@ export const FAKE_KEY = Buffer.alloc(32, 7);
 export function fakeAccounts(): FakeAccounts {
   const accounts = new Map<string, FakeAccount>();
   const links = new Map<string, { user: string; exp: number; used: boolean }>();
+  const sessions = new Map<string, { user: string; exp: number }>();
   const mails: Array<{ user: string; link: string }> = [];
   const waiting: Array<(m: { user: string; link: string }) => void> = [];
   const changes: Array<{ what: string; actor: Actor }> = [];
@@ -107,6 +108,17 @@ export function fakeAccounts(): FakeAccounts {
       const id = randomBytes(9).toString('base64url');
       links.set(id, { user, exp: expiresAt, used: false });
       return id;
+    },
+    async startSession(user, sid, expiresAt) {
+      if (f.failWith) throw f.failWith;
+      sessions.set(sid, { user, exp: expiresAt });
+    },
+    sessionAlive(user, sid) {
+      const x = sessions.get(sid);
+      return x !== undefined && x.user === user;
+    },
+    async endSession(_user, sid) {
+      sessions.delete(sid);
     },
     async consumeSignIn(user, id) {
       if (f.failWith) throw f.failWith;
