@@ -221,7 +221,8 @@ async function phase(name: string, work: () => Promise<void>): Promise<void> {
  * A phase whose work can run again as it ran (no state it depends on changed): one over the bound
  * is measured once more, and fails only if that run is over it too. A shared 2-core CI machine
  * can take the CPU from the daemon once (seen once in CI: a phase at 269 ms, never reproduced in
- * dozens of runs here); a real stall shows in both runs. Both results are printed.
+ * dozens of runs here; and (b) once at 124 ms while the test process itself stalled 94 ms, where
+ * it measures 32 to 73 ms otherwise); a real stall shows in both runs. Both results are printed.
  */
 async function repeatablePhase(name: string, work: () => Promise<void>): Promise<void> {
   try {
@@ -331,7 +332,9 @@ test('(b) the compaction that follows, by another process, and the daemon re-rea
     const reg = await openRegistry(fileStore(${JSON.stringify(state)}, { compactBytes: 1 }), { create: true });
     await reg.setMode('compaction@big.example', 'monitor');`;
   const journal = join(state, 'registry.journal');
-  await phase('(b) compaction + full re-read', async () => {
+  // Runs again as it ran: the same one-byte threshold compacts all 1.4M devices again, and the
+  // daemon re-reads them again.
+  await repeatablePhase('(b) compaction + full re-read', async () => {
     const t = Date.now();
     const r = await run(['--input-type=module', '-e', script]);
     assert.is(r.status, 0, r.stderr);
