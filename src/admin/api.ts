@@ -7,7 +7,7 @@ import type { DeviceInput } from '../core/registry/registry.js';
 import { RegistryError, type RegistryErrorCode } from '../core/registry/types.js';
 import { effectivePolicy } from '../core/rules/resolve.js';
 import { MODES, type Mode } from '../core/rules/types.js';
-import { approvePending, pendingById, rejectPending } from '../core/pending.js';
+import { approvePending, livePending, pendingById, rejectPending } from '../core/pending.js';
 import type { PendingDevice } from '../core/registry/types.js';
 
 export interface ApiResponse { status: number; body: unknown }
@@ -119,7 +119,7 @@ async function pendingRoute(engine: Engine, events: EventSink, method: string, u
   const expireMs = engine.rules.pending.expireMs;
   if (id === undefined) {
     if (method !== 'GET') return err(405, `${method} is not served on this path`);
-    return ok({ user, pending: reg.pending(user).filter((p) => now - p.last <= expireMs).map(pendingView) });
+    return ok({ user, pending: livePending(reg, user, now, expireMs).map(pendingView) });
   }
   if (method !== 'POST') return err(405, `${method} is not served on this path`);
   const b = (typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}) as Record<string, unknown>;

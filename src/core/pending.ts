@@ -55,6 +55,14 @@ const NOTICE_ASK_MS = 3_600_000;
 
 const dayOf = (t: number) => t - (t % DAY);
 
+/** A pending device not tried for pending.expire is forgotten: every reader and writer asks this. */
+export const pendingExpired = (p: Readonly<PendingDevice>, now: number, expireMs: number): boolean => now - p.last > expireMs;
+
+/** The account's pending devices still in force, oldest first. */
+export function livePending(registry: Registry, user: string, now: number, expireMs: number): PendingDevice[] {
+  return registry.pending(user).filter((p) => !pendingExpired(p, now, expireMs));
+}
+
 export function clientText(req: AuthRequest): string {
   const text = [req.clientName, req.clientVersion].filter((x) => x !== undefined && x !== '').join(' ');
   // Untrusted text that ends up in mail and pages: printable, one line, bounded.
@@ -101,7 +109,7 @@ export function createPendingTracker(o: {
     return true;
   };
 
-  const expired = (p: PendingDevice, t: number) => t - p.last > rules.pending.expireMs;
+  const expired = (p: PendingDevice, t: number) => pendingExpired(p, t, rules.pending.expireMs);
 
   // New pending devices are written together, a batch at a time: a burst of unknown devices
   // (a bot, a mail client misconfigured across a company) costs one locked append, not one each.
@@ -206,7 +214,6 @@ export function createPendingTracker(o: {
     if (hash === null) return;
     const user = req.user;
     const key = `${user}\0${hash}`;
-    const client = clientText(req);
     const remote = req.remote === null ? null : req.remote.slice(0, 64);
     const protocol = req.protocol.slice(0, 16);
     const have = registry.findPending(user, hash);
@@ -214,19 +221,25 @@ export function createPendingTracker(o: {
       if (writing.has(key)) {
         const x = touched.get(key);
         if (x !== undefined) x.tries++;
-        else touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client });
+        else touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client: clientText(req) });
         return;
       }
       if (!allowNew(user, t)) {
         pendingTotal?.inc({ status: 'rate_limited' });
         return;
       }
-      addNew(user, { hash, kind, type, client, protocol, remote, first: t, last: t, tries: 1, state: 'pending', noticed: 0 });
+      addNew(user, { hash, kind, type, client: clientText(req), protocol, remote, first: t, last: t, tries: 1, state: 'pending', noticed: 0 });
       return;
     }
     const x = touched.get(key);
-    if (x === undefined) touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client });
-    else Object.assign(x, { tries: x.tries + 1, last: t, remote, protocol });
+    // A known device tries again and again: counted in place, its client text made only once.
+    if (x === undefined) touched.set(key, { user, hash, tries: 1, last: t, remote, protocol, client: clientText(req) });
+    else {
+      x.tries++;
+      x.last = t;
+      x.remote = remote;
+      x.protocol = protocol;
+    }
     // Its daily notice may be due: asked for at most once an hour per device.
     const lastAsked = asked.get(key);
     if (have.state === 'pending' && t - have.noticed >= DAY && (lastAsked === undefined || t - lastAsked >= NOTICE_ASK_MS)) {
@@ -328,7 +341,7 @@ export function createPendingTracker(o: {
 /** Pending devices whose hash starts with this ID (as listings show it), expired ones left out. */
 export function pendingById(registry: Registry, user: string, id: string, expireMs: number, now: number): PendingDevice[] {
   const want = id.toLowerCase();
-  return registry.pending(user).filter((p) => p.hash.startsWith(want) && now - p.last <= expireMs);
+  return livePending(registry, user, now, expireMs).filter((p) => p.hash.startsWith(want));
 }
 
 /**
@@ -338,7 +351,7 @@ export function pendingById(registry: Registry, user: string, id: string, expire
 export function approvePending(registry: Registry, user: string, hash: string, o: { now: number; expireMs: number; source: 'approved' | 'admin'; label?: string }): Promise<StoredDevice | null> {
   return registry.change(() => {
     const p = registry.findPending(user, hash);
-    if (p === undefined || o.now - p.last > o.expireMs) return { ops: [], result: null };
+    if (p === undefined || pendingExpired(p, o.now, o.expireMs)) return { ops: [], result: null };
     if (registry.hasDevice(user, hash)) return { ops: [{ op: 'unpend', user, hashes: [hash] }], result: null };
     const device: StoredDevice = { hash, kind: p.kind, type: p.type, label: cleanLabel(o.label ?? (p.client === '' ? p.type : p.client)), added: o.now, source: o.source };
     return { ops: [{ op: 'add', user, device }], result: device };
@@ -349,7 +362,7 @@ export function approvePending(registry: Registry, user: string, hash: string, o
 export function rejectPending(registry: Registry, user: string, hash: string, o: { now: number; expireMs: number }): Promise<boolean> {
   return registry.change(() => {
     const p = registry.findPending(user, hash);
-    if (p === undefined || o.now - p.last > o.expireMs || p.state === 'rejected') return { ops: [], result: false };
+    if (p === undefined || pendingExpired(p, o.now, o.expireMs) || p.state === 'rejected') return { ops: [], result: false };
     return { ops: [{ op: 'pend', user, pending: { ...p, state: 'rejected' } }], result: true };
   });
 }

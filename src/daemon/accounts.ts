@@ -4,7 +4,7 @@ import type { Engine } from '../core/engine.js';
 import type { Logger } from '../core/log.js';
 import { accountName, parseLoginName } from '../core/login-name.js';
 import type { Metrics } from '../core/metrics.js';
-import { approvePending, rejectPending, type PendingTracker } from '../core/pending.js';
+import { approvePending, livePending, pendingExpired, rejectPending, type PendingTracker } from '../core/pending.js';
 import { cleanLabel } from '../core/registry/registry.js';
 import type { PendingDevice } from '../core/registry/types.js';
 import { effectivePolicy } from '../core/rules/resolve.js';
@@ -87,7 +87,6 @@ export function createAccounts(o: {
     return true;
   };
 
-  const expired = (p: PendingDevice, t: number) => t - p.last > rules().pending.expireMs;
   const pendingView = (p: PendingDevice): PendingView => ({
     id: p.hash.slice(0, 12), hash: p.hash, kind: p.kind, type: p.type, client: p.client, protocol: p.protocol, remote: p.remote,
     first: new Date(p.first).toISOString(), last: new Date(p.last).toISOString(), tries: p.tries, state: p.state,
@@ -172,12 +171,11 @@ export function createAccounts(o: {
       return g.deviceCount(user) > 0 || g.settings(user).mode !== undefined || g.pending(user).length > 0 || rules().users.has(user);
     },
     pending(user) {
-      const t = now();
-      return reg().pending(user).filter((p) => !expired(p, t)).map(pendingView);
+      return livePending(reg(), user, now(), rules().pending.expireMs).map(pendingView);
     },
     findPending(user, hash) {
       const p = reg().findPending(user, hash);
-      return p === undefined || expired(p, now()) ? undefined : pendingView(p);
+      return p === undefined || pendingExpired(p, now(), rules().pending.expireMs) ? undefined : pendingView(p);
     },
     devices: (user) => reg().devices(user).map((d) => ({ id: d.id, kind: d.kind, type: d.type, label: d.label, added: d.added, lastUsed: d.used ?? null, source: d.source })),
     refusals: (user) => engine.defences.recentRefusals(user).filter((r) => r.refused).map((r) => ({ at: r.at, protocol: r.protocol, remote: r.remote, reason: r.reason, client: r.client_name ?? '' })),

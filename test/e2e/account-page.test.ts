@@ -253,8 +253,7 @@ async function assertNamedControls(): Promise<number> {
   return nodes.length;
 }
 
-const devicesOf = (user: string) => cidlock(['devices', 'list', user, '--json', '--config', cl.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
-const devicesOf3 = (c: Cidlock, user: string) => cidlock(['devices', 'list', user, '--json', '--config', c.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+const devicesOf = (user: string, c: Cidlock = cl) => cidlock(['devices', 'list', user, '--json', '--config', c.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 const pendingOf = (user: string) => cidlock(['pending', 'list', user, '--json', '--config', cl.cfg]).stdout.trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
 
 check('an unknown device is refused, its notice reaches the mailbox, and "Approve" in the browser lets it in', async () => {
@@ -584,10 +583,10 @@ check('behind an HTTPS reverse proxy at /cidlock/: links, forms and the styleshe
   // The stylesheet came through the prefix: a rule of it applies.
   assert.is(await p3.evaluate<string>('getComputedStyle(document.querySelector("header")).display'), 'block');
   assert.ok(await p3.evaluate<boolean>('[...document.styleSheets].some((s) => s.href && s.href.endsWith("/cidlock/portal.css") && s.cssRules.length > 0)'));
-  const laptop = devicesOf3(cl3, PROXIED)[0]!;
+  const laptop = devicesOf(PROXIED, cl3)[0]!;
   await p3.fill(`#rename-${String(laptop.id)}`, 'work laptop');
   assert.is((await p3.click(`#rename-${String(laptop.id)}-submit`))?.status, 200);
-  assert.is(devicesOf3(cl3, PROXIED)[0]!.label, 'work laptop');
+  assert.is(devicesOf(PROXIED, cl3)[0]!.label, 'work laptop');
   const renamed = cl3.lines.find((l) => l.event === 'device_renamed' && l.user === PROXIED);
   assert.ok(renamed !== undefined);
   assert.is(renamed!.remote, '203.0.113.77', 'the holder\'s address, from the proxy');

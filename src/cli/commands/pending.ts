@@ -1,4 +1,4 @@
-import { approvePending, pendingById, rejectPending } from '../../core/pending.js';
+import { approvePending, livePending, pendingById, rejectPending } from '../../core/pending.js';
 import type { PendingDevice } from '../../core/registry/types.js';
 import { RegistryError } from '../../core/registry/types.js';
 import { CONFIG_OPTION, configPath, parseCommand, UsageError, userArg } from '../args.js';
@@ -32,7 +32,7 @@ export async function pendingCommand(argv: string[], io: Io): Promise<number> {
   if (sub === 'list') {
     const registry = await openRegistryFor(rules, false);
     const names = positionals[0] !== undefined ? [userArg(positionals[0], rules.accounts.defaultDomain)] : [...registry.users()].sort();
-    const rows = names.flatMap((u) => registry.pending(u).filter((p) => now - p.last <= expireMs).map((p): [string, PendingDevice] => [u, p]));
+    const rows = names.flatMap((u) => livePending(registry, u, now, expireMs).map((p): [string, PendingDevice] => [u, p]));
     if (values.json) {
       for (const [user, p] of rows) io.out(JSON.stringify({ user, id: p.hash.slice(0, 12), kind: p.kind, type: p.type, state: p.state, tries: p.tries, first: iso(p.first), last: iso(p.last), protocol: p.protocol, remote: p.remote, client: p.client }));
     } else if (rows.length === 0) io.out(positionals[0] !== undefined ? `${names[0]}: no pending devices` : 'no pending devices');
